@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
+	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/httpapi"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/postgres"
+	"github.com/pulsebase/pulsebase/internal/sim"
+	"github.com/pulsebase/pulsebase/internal/sqlite"
+	"github.com/pulsebase/pulsebase/internal/telemetry"
+	"github.com/pulsebase/pulsebase/internal/vault"
+)
+
+const (
+	defaultDataDir = "./pulsebase-data"
+	issuerKeyFile  = "keys/token.key"
+	kekFile        = "keys/kek.json"
+	sqliteFile     = "pulsebase.db"
+)
+
+// knownRoles are the parts of the server a process can run. In this release ingest and api
+// serve HTTP; process and sync are accepted so that deployments can name them already.
+var knownRoles = []string{"ingest", "process", "sync", "api"}
+
+// Config is every setting of `pulsebase serve`. It is filled from flags and PULSEBASE_*
+// environment variables and validated once by validate.
+type Config struct {
+	DataDir     string
+	HTTPAddr    string
+	DatabaseURL string // "" means SQLite in the data directory
+	NATSURL     string // "" means the embedded broker
+	NATSListen  string // embedded broker: "" means no network listener
+	Roles       []string
+	Demo        bool
+
+	Partitions      int
+	SampleRetention time.Duration
+	ChangeRetention time.Duration
+	DuplicateWindow time.Duration
+	Replicas        int
+	SyncAlways      bool
+
+	KeyCacheSize int
+	KeyCacheTTL  time.Duration
+
+	LogFormat       string
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+}
+
+func (c *Config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "directory for keys, the SQLite database and the embedded broker's files")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HOST:PORT the HTTP API listens on (port 0 picks a free one)")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "postgres://… to use PostgreSQL; empty means SQLite in the data directory")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "nats://… of an external NATS JetStream cluster; empty means the embedded broker")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "HOST:PORT to expose the embedded broker on; empty means no network listener")
+	fs.Func("roles", "comma-separated parts to run: ingest,process,sync,api (default all)", func(s string) error {
+		c.Roles = nil
+		for _, r := range strings.Split(s, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				c.Roles = append(c.Roles, r)
+			}
+		}
+		return nil
+	})
+	fs.BoolVar(&c.Demo, "demo", false, "feed a few simulated users with live data so the APIs show something at once")
+	fs.IntVar(&c.Partitions, "partitions", 64, "partitions of the SAMPLES stream (fixed when the stream is created)")
+	fs.DurationVar(&c.SampleRetention, "sample-retention", 30*24*time.Hour, "how long raw samples stay in the SAMPLES stream")
+	fs.DurationVar(&c.ChangeRetention, "change-retention", 30*24*time.Hour, "how long the per-user change feed is kept (the offline horizon)")
+	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the broker remembers sample ids to drop re-sends")
+	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas (3 on a JetStream cluster)")
+	fs.BoolVar(&c.SyncAlways, "sync-always", false, "fsync the embedded broker's store on every write (slower; survives power loss)")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 100_000, "users whose unwrapped keys stay in memory")
+	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 10*time.Minute, "how long an unwrapped key stays in memory")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: auto (text on a terminal, else JSON), text or json")
+	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown")
+}
+
+// validate checks every setting and says clearly what is wrong with the first bad one.
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("--http-addr %q: want HOST:PORT (%v)", c.HTTPAddr, err)
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return fmt.Errorf("--database-url: want postgres://user@host:port/db (got a %q URL)", schemeOf(c.DatabaseURL))
+		}
+	}
+	if c.NATSURL != "" {
+		u, err := url.Parse(c.NATSURL)
+		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") {
+			return fmt.Errorf("--nats-url: want nats://host:port (got a %q URL)", schemeOf(c.NATSURL))
+		}
+		if c.NATSListen != "" {
+			return errors.New("--nats-listen only applies to the embedded broker; drop it or --nats-url")
+		}
+	}
+	if c.NATSListen != "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			return fmt.Errorf("--nats-listen %q: want HOST:PORT", c.NATSListen)
+		}
+	}
+	if len(c.Roles) == 0 {
+		return errors.New("--roles: name at least one of ingest, process, sync, api")
+	}
+	for _, r := range c.Roles {
+		if !slices.Contains(knownRoles, r) {
+			return fmt.Errorf("--roles: unknown role %q (want ingest, process, sync or api)", r)
+		}
+	}
+	switch {
+	case c.Partitions < 1 || c.Partitions > 1024:
+		return fmt.Errorf("--partitions %d: want 1..1024", c.Partitions)
+	case c.SampleRetention < time.Hour:
+		return fmt.Errorf("--sample-retention %s: want at least 1h", c.SampleRetention)
+	case c.ChangeRetention < time.Hour:
+		return fmt.Errorf("--change-retention %s: want at least 1h", c.ChangeRetention)
+	case c.DuplicateWindow < time.Second || c.DuplicateWindow > c.SampleRetention:
+		return fmt.Errorf("--duplicate-window %s: want at least 1s and at most --sample-retention", c.DuplicateWindow)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("--replicas %d: want 1..5", c.Replicas)
+	case c.KeyCacheSize < 1:
+		return fmt.Errorf("--key-cache-size %d: want at least 1", c.KeyCacheSize)
+	case c.KeyCacheTTL <= 0:
+		return fmt.Errorf("--key-cache-ttl %s: want more than 0", c.KeyCacheTTL)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("--shutdown-timeout %s: want more than 0", c.ShutdownTimeout)
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want auto, text or json", c.LogFormat)
+	}
+	return nil
+}
+
+// schemeOf names a URL's scheme without echoing the URL, which may hold a password.
+func schemeOf(s string) string {
+	if i := strings.Index(s, "://"); i > 0 {
+		return s[:i]
+	}
+	return ""
+}
+
+const serveSynopsis = `Usage: pulsebase serve [flags]
+
+Runs the Pulsebase server. With no flags it needs nothing else: NATS JetStream runs
+in-process (files under the data directory, no network listener), SQLite keeps users and
+wrapped keys, and a local key file in the data directory is the key-encryption key.
+Scale out with --nats-url (a JetStream cluster) and --database-url (PostgreSQL).
+
+It prints "listening on http://HOST:PORT" on stdout once the API is up.`
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := Config{Roles: slices.Clone(knownRoles)}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	fs.Usage = usageFunc(fs, serveSynopsis)
+	if err := parseFlags(fs, args, getenv, stderr); err != nil {
+		if errors.Is(err, errHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return usageErr(fs, err.Error())
+	}
+	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	return serve(ctx, cfg, log, stdout)
+}
+
+// serve wires the server from cfg and runs it until ctx is cancelled.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) (err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeLogged(log, "store", store.Close)
+
+	kek, err := vault.OpenLocalKEK(filepath.Join(cfg.DataDir, kekFile))
+	if err != nil {
+		return fmt.Errorf("open key-encryption key: %w", err)
+	}
+	vlt, err := vault.New(ctx, store, kek, vault.Options{CacheSize: cfg.KeyCacheSize, CacheTTL: cfg.KeyCacheTTL})
+	if err != nil {
+		return fmt.Errorf("open vault: %w", err)
+	}
+	iss, err := auth.OpenIssuer(filepath.Join(cfg.DataDir, issuerKeyFile), auth.DefaultIssuer, auth.DefaultAudience)
+	if err != nil {
+		return fmt.Errorf("open token key: %w", err)
+	}
+
+	brk, err := broker.Open(ctx, broker.Config{
+		DataDir:         cfg.DataDir,
+		URL:             cfg.NATSURL,
+		ListenAddr:      cfg.NATSListen,
+		Partitions:      cfg.Partitions,
+		SampleRetention: cfg.SampleRetention,
+		ChangeRetention: cfg.ChangeRetention,
+		DuplicateWindow: cfg.DuplicateWindow,
+		Replicas:        cfg.Replicas,
+		SyncAlways:      cfg.SyncAlways,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("open broker: %w", err)
+	}
+	// The broker closes after the HTTP server has finished its in-flight requests (the
+	// deferred calls run in reverse order), so every acknowledged publish is flushed.
+	defer closeLogged(log, "broker", brk.Close)
+
+	metrics := telemetry.NewMetrics()
+	api := httpapi.New(httpapi.Deps{
+		Issuer:  iss,
+		Users:   httpapi.NewUsers(store, vlt),
+		Ingest:  ingest.NewService(vlt, brk, metrics, log, nil),
+		Metrics: metrics,
+		Ready: func(ctx context.Context) error {
+			if err := brk.Ready(ctx); err != nil {
+				return fmt.Errorf("broker: %w", err)
+			}
+			if err := store.Ping(ctx); err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			return nil
+		},
+		Log:     log,
+		Version: version,
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	baseURL := "http://" + ln.Addr().String()
+	log.Info("pulsebase started", "version", version, "http", baseURL, "data_dir", cfg.DataDir,
+		"broker", brokerKind(cfg), "store", storeKind(cfg), "roles", strings.Join(cfg.Roles, ","))
+	fmt.Fprintf(stdout, "listening on %s\n", baseURL)
+	if u := brk.ClientURL(); u != "" {
+		fmt.Fprintf(stdout, "nats listening on %s\n", u)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })
+	if cfg.Demo {
+		g.Go(func() error { return sim.RunDemo(gctx, baseURL, demoTokens(iss), stdout, log) })
+	}
+	err = g.Wait()
+	log.Info("pulsebase stopping")
+	return err
+}
+
+func openStore(ctx context.Context, cfg Config) (pulsebase.Store, error) {
+	if cfg.DatabaseURL != "" {
+		s, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		return s, nil
+	}
+	s, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, sqliteFile))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	return s, nil
+}
+
+// demoTokens mints a token for each demo user.
+func demoTokens(iss *auth.Issuer) func(user string) (string, error) {
+	return func(user string) (string, error) {
+		return iss.Mint(auth.TokenRequest{Subject: user, Role: pulsebase.RoleUser, TTL: 24 * time.Hour}, time.Now())
+	}
+}
+
+func brokerKind(cfg Config) string {
+	if cfg.NATSURL != "" {
+		return "external"
+	}
+	return "embedded"
+}
+
+func storeKind(cfg Config) string {
+	if cfg.DatabaseURL != "" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+func closeLogged(log *slog.Logger, what string, close func() error) {
+	if err := close(); err != nil {
+		log.Error("close "+what, "err", err)
+	}
+}

@@ -1,0 +1,162 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/pulsebase/pulsebase"
+)
+
+type obj = map[string]any
+
+// buildOpenAPI renders the OpenAPI 3.1 document of routes.
+func buildOpenAPI(routes []route, version string) []byte {
+	paths := obj{}
+	for _, rt := range routes {
+		op := obj{"operationId": rt.ID, "summary": rt.Summary, "tags": []string{rt.Tag}}
+		if len(rt.Roles) > 0 {
+			roles := make([]string, len(rt.Roles))
+			for i, r := range rt.Roles {
+				roles[i] = string(r)
+			}
+			op["security"] = []obj{{"bearer": []string{}}}
+			op["x-roles"] = roles
+		} else {
+			op["security"] = []obj{}
+		}
+		if len(rt.Params) > 0 {
+			var ps []obj
+			for _, p := range rt.Params {
+				ps = append(ps, obj{"name": p.Name, "in": p.In, "description": p.Description, "required": p.Required, "schema": obj{"type": "string"}})
+			}
+			op["parameters"] = ps
+		}
+		if len(rt.RequestBody) > 0 {
+			content := obj{}
+			for ct, schema := range rt.RequestBody {
+				content[ct] = obj{"schema": ref(schema)}
+			}
+			op["requestBody"] = obj{"required": true, "content": content}
+		}
+		resps := obj{}
+		for _, r := range rt.Responses {
+			o := obj{"description": r.Description}
+			if r.ContentType != "" {
+				c := obj{}
+				if r.Schema != "" {
+					c["schema"] = ref(r.Schema)
+				}
+				o["content"] = obj{r.ContentType: c}
+			}
+			resps[strconv.Itoa(r.Status)] = o
+		}
+		op["responses"] = resps
+		item, _ := paths[rt.Pattern].(obj)
+		if item == nil {
+			item = obj{}
+			paths[rt.Pattern] = item
+		}
+		item[lower(rt.Method)] = op
+	}
+	doc := obj{
+		"openapi": "3.1.0",
+		"info": obj{
+			"title":       "Pulsebase API",
+			"version":     version,
+			"description": "The backend personalized wellness apps run on. Every error is application/problem+json (RFC 9457) with a stable `code`.",
+		},
+		"paths": paths,
+		"components": obj{
+			"securitySchemes": obj{"bearer": obj{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+			"schemas":         schemas(),
+		},
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		panic(err) // the document is built from literals; failing here is a programming error
+	}
+	return b
+}
+
+func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
+
+func lower(m string) string {
+	b := []byte(m)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func schemas() obj {
+	var types []string
+	for _, t := range pulsebase.SampleTypes() {
+		types = append(types, t.Name)
+	}
+	str := obj{"type": "string"}
+	integer := obj{"type": "integer"}
+	dateTime := obj{"type": "string", "format": "date-time"}
+	rejection := obj{
+		"type":     "object",
+		"required": []string{"index", "code", "detail"},
+		"properties": obj{
+			"index":  integer,
+			"code":   obj{"type": "string", "enum": []string{pulsebase.CodeUnknownType, pulsebase.CodeBadUnit, pulsebase.CodeOutOfRange, pulsebase.CodeBadTime, pulsebase.CodeFutureTime, pulsebase.CodeMissingField, pulsebase.CodeBadValue, pulsebase.CodeNoConsent}},
+			"detail": str,
+			"problems": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+				"code": str, "field": str, "detail": str,
+			}}},
+		},
+	}
+	return obj{
+		"SampleInput": obj{
+			"type":     "object",
+			"required": []string{"type", "value", "start", "source"},
+			"properties": obj{
+				"id":     obj{"type": "string", "description": "client id; the sample's identity for deduplication when given"},
+				"type":   obj{"type": "string", "enum": types},
+				"value":  obj{"description": "a number, or a level name for categorical types", "oneOf": []obj{{"type": "number"}, {"type": "string"}}},
+				"unit":   obj{"type": "string", "description": "canonical UCUM unit or an accepted alias; empty means canonical"},
+				"start":  dateTime,
+				"end":    obj{"type": "string", "format": "date-time", "description": "required for interval types; equal to start (or absent) for instant readings"},
+				"source": str,
+				"zone":   obj{"type": "string", "description": "IANA time zone"},
+			},
+		},
+		"SampleBatch": obj{
+			"type":       "object",
+			"required":   []string{"samples"},
+			"properties": obj{"samples": obj{"type": "array", "minItems": 1, "maxItems": MaxSamples, "items": ref("SampleInput")}},
+		},
+		"Rejection": rejection,
+		"IngestResult": obj{
+			"type":     "object",
+			"required": []string{"accepted", "duplicates", "rejected"},
+			"properties": obj{
+				"accepted":   integer,
+				"duplicates": integer,
+				"rejected":   obj{"type": "array", "items": ref("Rejection")},
+			},
+		},
+		"Problem": obj{
+			"type":     "object",
+			"required": []string{"type", "title", "status", "code"},
+			"properties": obj{
+				"type": str, "title": str, "status": integer, "code": str, "detail": str,
+				"rejected": obj{"type": "array", "items": ref("Rejection")},
+			},
+		},
+		"User": obj{
+			"type":       "object",
+			"required":   []string{"id", "created"},
+			"properties": obj{"id": str, "created": dateTime},
+		},
+		"Status": obj{"type": "object", "properties": obj{"status": str}},
+		"JWKS": obj{
+			"type":       "object",
+			"properties": obj{"keys": obj{"type": "array", "items": obj{"type": "object"}}},
+		},
+	}
+}

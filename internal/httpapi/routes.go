@@ -1,0 +1,107 @@
+package httpapi
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/pulsebase/pulsebase"
+)
+
+// route is one operation of the API. The router and the OpenAPI document are both built
+// from the table in routes(), so they cannot drift apart.
+type route struct {
+	Method  string
+	Pattern string // net/http pattern without the method, e.g. "/v1/users/me"
+	// Roles may call the route; nil means it is public (no token needed).
+	Roles   []pulsebase.Role
+	handler func(*Server, http.ResponseWriter, *http.Request)
+
+	// OpenAPI description.
+	ID          string
+	Summary     string
+	Tag         string
+	RequestBody map[string]string // content type → schema name
+	Params      []param
+	Responses   []response
+}
+
+type param struct {
+	Name, In, Description string
+	Required              bool
+}
+
+type response struct {
+	Status      int
+	Description string
+	ContentType string // "" for no body
+	Schema      string // component schema name
+}
+
+func (rt route) allows(r pulsebase.Role) bool { return slices.Contains(rt.Roles, r) }
+
+// writers may post samples: a user from an app, a device for its own user.
+var writers = []pulsebase.Role{pulsebase.RoleUser, pulsebase.RoleDevice}
+
+// self are the roles that read their own account.
+var self = []pulsebase.Role{pulsebase.RoleUser, pulsebase.RoleDevice}
+
+// problems are the error responses an authenticated route can give besides its own.
+func authProblems(extra ...int) []response {
+	out := []response{{Status: 401, Description: "no, invalid or expired token", ContentType: problemJSON, Schema: "Problem"}}
+	for _, st := range extra {
+		out = append(out, response{Status: st, Description: http.StatusText(st), ContentType: problemJSON, Schema: "Problem"})
+	}
+	return out
+}
+
+const problemJSON = "application/problem+json"
+
+func (s *Server) routes() []route {
+	return []route{
+		{
+			Method: "POST", Pattern: "/v1/samples", Roles: writers, handler: (*Server).handleSamples,
+			ID: "postSamples", Tag: "samples",
+			Summary:     "Ingest a batch of samples (at most 5,000 and 4 MiB). 202 means every accepted sample is durably stored.",
+			RequestBody: map[string]string{"application/json": "SampleBatch", "application/x-ndjson": "SampleInput"},
+			Params:      []param{{Name: "user", In: "query", Description: "the user written for: 'me' or the token's own internal id (anything else is 403)"}},
+			Responses: append([]response{
+				{Status: 202, Description: "at least one sample was accepted or was a duplicate", ContentType: "application/json", Schema: "IngestResult"},
+				{Status: 400, Description: "the body is not valid JSON/NDJSON, or the batch is empty", ContentType: problemJSON, Schema: "Problem"},
+				{Status: 422, Description: "every sample was rejected; `rejected` lists why", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 413, 415, 503)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/users/me", Roles: self, handler: (*Server).handleMe,
+			ID: "getMe", Tag: "users", Summary: "The caller's internal pseudonymous user, created on first use.",
+			Responses: append([]response{{Status: 200, Description: "the user", ContentType: "application/json", Schema: "User"}}, authProblems(403)...),
+		},
+		{
+			Method: "GET", Pattern: "/healthz", handler: (*Server).handleHealthz,
+			ID: "healthz", Tag: "operations", Summary: "The process is alive.",
+			Responses: []response{{Status: 200, Description: "alive", ContentType: "application/json", Schema: "Status"}},
+		},
+		{
+			Method: "GET", Pattern: "/readyz", handler: (*Server).handleReadyz,
+			ID: "readyz", Tag: "operations", Summary: "The broker and the store are ready.",
+			Responses: []response{
+				{Status: 200, Description: "ready", ContentType: "application/json", Schema: "Status"},
+				{Status: 503, Description: "not ready", ContentType: problemJSON, Schema: "Problem"},
+			},
+		},
+		{
+			Method: "GET", Pattern: "/metrics", handler: (*Server).handleMetrics,
+			ID: "metrics", Tag: "operations", Summary: "Prometheus metrics in the text exposition format.",
+			Responses: []response{{Status: 200, Description: "metrics", ContentType: "text/plain"}},
+		},
+		{
+			Method: "GET", Pattern: "/.well-known/jwks.json", handler: (*Server).handleJWKS,
+			ID: "jwks", Tag: "auth", Summary: "Public keys of the built-in token issuer (JWKS).",
+			Responses: []response{{Status: 200, Description: "the key set", ContentType: "application/jwk-set+json", Schema: "JWKS"}},
+		},
+		{
+			Method: "GET", Pattern: "/openapi.json", handler: (*Server).handleOpenAPI,
+			ID: "openapi", Tag: "operations", Summary: "This document.",
+			Responses: []response{{Status: 200, Description: "OpenAPI 3.1 document", ContentType: "application/json"}},
+		},
+	}
+}

@@ -1,0 +1,75 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+)
+
+// handleSamples is POST /v1/samples. Checks run cheapest first: the token (done by wrap),
+// the target user, the content type, the body size, the decoding, then per-sample
+// validation in the ingest service.
+func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
+	p := principal(r)
+	usr, err := s.deps.Users.Resolve(r.Context(), p.Subject)
+	if err != nil {
+		s.internalError(w, r, "resolve user", err)
+		return
+	}
+	// A token writes for its own user only. ?user= may name that user ("me" or the internal
+	// id); naming anyone else is refused, so a device can never inject data for another user.
+	if target := r.URL.Query().Get("user"); target != "" && target != "me" && target != usr.ID {
+		writeProblem(w, pulsebase.EFORBIDDEN, "a token may only write samples for its own user")
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeProblem(w, pulsebase.ETOOLARGE, "the body is larger than 4 MiB")
+			return
+		}
+		writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+		return
+	}
+	in, err := ingest.DecodeBatch(ct, body, MaxSamples)
+	if err != nil {
+		writeProblem(w, pulsebase.ErrorCode(err), pulsebase.ErrorMessage(err))
+		return
+	}
+	res, err := s.deps.Ingest.Ingest(r.Context(), usr.ID, p, in)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away; nothing to answer
+		}
+		s.deps.Log.LogAttrs(r.Context(), slog.LevelError, "ingest failed", slog.Any("err", err))
+		writeProblem(w, pulsebase.EUNAVAILABLE, "the samples could not be stored; retry the batch")
+		return
+	}
+	if res.Accepted+res.Duplicates == 0 {
+		writeProblemDoc(w, &Problem{
+			Code:     batchCode(res.Rejected),
+			Detail:   "every sample of the batch was rejected",
+			Rejected: res.Rejected,
+		})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, res)
+}
+
+// batchCode is the code of a batch whose samples were all rejected: their common code when
+// they share one (so one bad sample reads as "out_of_range"), else "all_rejected".
+func batchCode(rej []pulsebase.Rejection) string {
+	code := rej[0].Code
+	for _, r := range rej[1:] {
+		if r.Code != code {
+			return pulsebase.EUNPROCESSABLE
+		}
+	}
+	return code
+}

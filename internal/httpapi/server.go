@@ -1,0 +1,265 @@
+// Package httpapi is Pulsebase's HTTP interface: the routes of API.md, authentication of
+// bearer tokens, problem+json errors, request metrics and the OpenAPI document, which is
+// generated from the same route table the router is built from.
+//
+// It is imported by cmd/pulsebase only.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/telemetry"
+)
+
+// Limits of a request.
+const (
+	MaxBodyBytes = 4 << 20 // a larger body is refused with 413
+	MaxSamples   = 5000    // a larger batch is refused with 413
+)
+
+// Deps are what the HTTP layer needs from the rest of the server.
+type Deps struct {
+	Issuer  *auth.Issuer
+	Users   *Users
+	Ingest  *ingest.Service
+	Metrics *telemetry.Metrics
+	// Ready reports whether the broker and the store are ready; /readyz answers 503 while
+	// it returns an error.
+	Ready   func(ctx context.Context) error
+	Log     *slog.Logger
+	Version string
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	deps    Deps
+	mux     *http.ServeMux
+	openapi []byte
+}
+
+// New returns a server whose router and OpenAPI document are built from routes().
+func New(d Deps) *Server {
+	s := &Server{deps: d, mux: http.NewServeMux()}
+	byPath := map[string]bool{}
+	for _, rt := range s.routes() {
+		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
+		byPath[rt.Pattern] = true
+	}
+	// A path known with other methods answers 405 in problem+json: the method-less pattern
+	// matches only when no method-specific one does.
+	for p := range byPath {
+		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeProblem(w, codeMethodNotAllowed, "method "+r.Method+" is not allowed on this path")
+		})
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, pulsebase.ENOTFOUND, "no such resource")
+	})
+	s.openapi = buildOpenAPI(s.routes(), d.Version)
+	return s
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves on ln until ctx is cancelled, then stops accepting, lets in-flight requests
+// finish for up to grace, and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second, // slow-loris: headers must arrive promptly
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.deps.Log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}
+
+type ctxKey int
+
+const principalKey ctxKey = 0
+
+// principal returns the authenticated principal of r; handlers of routes with roles always
+// have one.
+func principal(r *http.Request) pulsebase.Principal {
+	p, _ := r.Context().Value(principalKey).(pulsebase.Principal)
+	return p
+}
+
+// wrap adds what every route gets: panic recovery, latency metrics, and for routes that
+// require roles, authentication and the role check.
+func (s *Server) wrap(rt route) http.Handler {
+	h := rt.handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.deps.Log.LogAttrs(r.Context(), slog.LevelError, "handler panic",
+					slog.String("route", rt.Pattern), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				if sw.status == 0 {
+					writeProblem(sw, pulsebase.EINTERNAL, "internal error")
+				}
+			}
+			s.deps.Metrics.HTTPDuration.WithLabelValues(rt.Pattern, r.Method, strconv.Itoa(sw.code())).
+				Observe(time.Since(start).Seconds())
+		}()
+		if len(rt.Roles) > 0 {
+			p, ok := s.authenticate(sw, r)
+			if !ok {
+				return
+			}
+			if !rt.allows(p.Role) {
+				writeProblem(sw, pulsebase.EFORBIDDEN, "role "+string(p.Role)+" may not do this")
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), principalKey, p))
+		}
+		h(s, sw, r)
+	})
+}
+
+// authenticate verifies the bearer token of r, answering 401 when there is none or it is
+// invalid. The reason goes to metrics and debug logs only, never to the client.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (pulsebase.Principal, bool) {
+	fail := func(reason, detail string) (pulsebase.Principal, bool) {
+		s.deps.Metrics.AuthFailures.WithLabelValues(reason).Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pulsebase"`)
+		writeProblem(w, pulsebase.EUNAUTHORIZED, detail)
+		return pulsebase.Principal{}, false
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return fail("missing", "a bearer token is required")
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return fail("malformed", "the Authorization header must be 'Bearer <token>'")
+	}
+	p, err := s.deps.Issuer.Verify(strings.TrimSpace(tok))
+	if err != nil {
+		s.deps.Log.LogAttrs(r.Context(), slog.LevelDebug, "token refused", slog.String("reason", reasonOf(err)))
+		return fail("invalid", "the bearer token is invalid or expired")
+	}
+	return p, true
+}
+
+// reasonOf gives a token error's reason without echoing any part of the token.
+func reasonOf(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+2:]
+	}
+	return msg
+}
+
+// statusWriter remembers the status code written, for metrics and recovery.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.deps.Ready(ctx); err != nil {
+		s.deps.Log.LogAttrs(r.Context(), slog.LevelDebug, "not ready", slog.Any("err", err))
+		writeProblem(w, pulsebase.EUNAVAILABLE, "not ready")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	promhttp.HandlerFor(s.deps.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(s.deps.Issuer.JWKS())
+}
+
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(s.openapi)
+}
+
+// userResponse is the body of GET /v1/users/me.
+type userResponse struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+	u, err := s.deps.Users.Resolve(r.Context(), principal(r).Subject)
+	if err != nil {
+		s.internalError(w, r, "resolve user", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, userResponse{ID: u.ID, Created: u.Created})
+}
+
+// internalError logs err with what was being done and answers 500 without details.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.deps.Log.LogAttrs(r.Context(), slog.LevelError, what, slog.String("route", r.Pattern), slog.Any("err", err))
+	writeProblem(w, pulsebase.EINTERNAL, "internal error")
+}

@@ -1,0 +1,167 @@
+// Package pbtest holds test helpers shared by the packages of this module: a whole server
+// stack on real parts (SQLite in a temp dir, the embedded JetStream broker, the vault and
+// the token issuer) and polling with a deadline instead of sleeping.
+//
+// Only tests import it.
+package pbtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
+	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/httpapi"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/sqlite"
+	"github.com/pulsebase/pulsebase/internal/telemetry"
+	"github.com/pulsebase/pulsebase/internal/vault"
+)
+
+// Server is a running Pulsebase HTTP API on real parts, stopped at test cleanup.
+type Server struct {
+	URL     string
+	DataDir string
+	Issuer  *auth.Issuer
+	Broker  *broker.Broker
+	Store   pulsebase.Store
+	Vault   *vault.Vault
+	Users   *httpapi.Users
+	Metrics *telemetry.Metrics
+	// Logs receives everything the server logs, as JSON lines.
+	Logs *SyncBuffer
+}
+
+// MustOpenServer starts a server in a new temp data dir.
+func MustOpenServer(t testing.TB) *Server {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	logs := &SyncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "pulsebase.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := vault.OpenLocalKEK(filepath.Join(dir, "keys", "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.New(ctx, store, kek, vault.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := auth.OpenIssuer(filepath.Join(dir, "keys", "token.key"), auth.DefaultIssuer, auth.DefaultAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brk, err := broker.Open(ctx, broker.Config{DataDir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := telemetry.NewMetrics()
+	users := httpapi.NewUsers(store, v)
+	api := httpapi.New(httpapi.Deps{
+		Issuer: iss, Users: users, Ingest: ingest.NewService(v, brk, m, log, nil), Metrics: m,
+		Ready: brk.Ready, Log: log, Version: "test",
+	})
+	hs := httptest.NewServer(api.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		brk.Close()
+		store.Close()
+	})
+	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users, Metrics: m, Logs: logs}
+}
+
+// Token mints a token for subject with role (and device, for device tokens).
+func (s *Server) Token(t testing.TB, subject string, role pulsebase.Role, device string) string {
+	t.Helper()
+	tok, err := s.Issuer.Mint(auth.TokenRequest{Subject: subject, Role: role, Device: device, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Response is an HTTP response with its body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v, failing the test if it is not JSON.
+func (r Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("response body is not JSON (%v): %.200s", err, r.Body)
+	}
+}
+
+// Do sends a request with an optional bearer token and content type.
+func Do(t testing.TB, method, url, token, contentType string, body []byte) Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// WaitFor polls cond every 10 ms until it returns true or timeout passes, then fails.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,41 @@
+package pulsebase
+
+// Role is what kind of principal a token speaks for.
+type Role string
+
+// Roles. A device writes samples (and later syncs) for its own user only; coach, analyst
+// and admin are defined now and given their rights by the policy layer.
+const (
+	RoleUser    Role = "user"
+	RoleDevice  Role = "device"
+	RoleCoach   Role = "coach"
+	RoleAnalyst Role = "analyst"
+	RoleAdmin   Role = "admin"
+	RoleService Role = "service"
+)
+
+// Roles lists every role, in a stable order.
+func Roles() []Role {
+	return []Role{RoleUser, RoleDevice, RoleCoach, RoleAnalyst, RoleAdmin, RoleService}
+}
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool {
+	for _, k := range Roles() {
+		if r == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Principal is the verified identity behind a request.
+type Principal struct {
+	// Subject is the external subject of the token (a user name at the identity provider).
+	Subject string
+	Role    Role
+	// Device is the device id a device token was minted for; empty for other roles.
+	Device string
+	// TokenID is the token's unique id (jti), for revocation and audit.
+	TokenID string
+}
