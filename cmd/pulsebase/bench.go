@@ -43,18 +43,18 @@ type benchConfig struct {
 }
 
 func (c *benchConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "base URL of the server under test")
-	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "the server's data directory, whose issuer key signs the users' tokens")
+	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "base `URL` of the server under test")
+	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "the server's data directory `DIR`, whose issuer key signs the users' tokens")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "how long each run sends requests")
-	fs.Float64Var(&c.Rate, "rate", 0, "offered samples per second (open loop, latency from each request's due time);\n0 means closed loop: --concurrency workers send as fast as answers come")
+	fs.Float64Var(&c.Rate, "rate", 0, "offered samples per second `R` (open loop, latency from each request's due time);\n0 means closed loop: --concurrency workers send as fast as answers come")
 	fs.IntVar(&c.Users, "users", 100, "users the requests are spread over (tokens for bench-user-000000…)")
 	fs.IntVar(&c.Batch, "batch", 500, "samples per request (1..5000)")
 	fs.IntVar(&c.Concurrency, "concurrency", 8, "closed loop: concurrent workers; open loop: most requests in flight at once")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "how long one request may take")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "process id of the server on this machine: report its memory and CPU time from /proc")
-	fs.StringVar(&c.Baseline, "baseline", baselineNone, "none (HTTP only), broker (publish the same load straight to JetStream) or both (broker, then HTTP, and their ratio)")
-	fs.StringVar(&c.NATSURL, "nats-url", "", "nats://HOST:PORT of the server's broker for --baseline (serve with --nats-listen)")
-	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "process id `PID` of the server on this machine: report its memory and CPU time from /proc")
+	fs.StringVar(&c.Baseline, "baseline", baselineNone, "what to run (`KIND`): none (HTTP only), broker (publish the same load straight to JetStream) or both (broker, then HTTP, and their ratio)")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "nats:// `URL` of the server's broker for --baseline (serve with --nats-listen)")
+	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to `FILE`")
 }
 
 func (c *benchConfig) validate() error {

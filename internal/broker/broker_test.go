@@ -682,3 +682,21 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestPublishFailureReported drives the async error path: a subject no
+// stream listens on gets no-responders from the server, the client gives up
+// after its retries, and the waiting chunk must return that error rather
+// than hang until its context ends.
+func TestPublishFailureReported(t *testing.T) {
+	b := openBroker(t, Config{DataDir: t.TempDir()})
+	msgs := batch("lost", 3, 8)
+	res := make([]PubResult, len(msgs))
+	err := b.publishChunk(testCtx(t), "nostream.alice", msgs, res)
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("publish to a subject without stream: err = %v, want ErrNoStreamResponse", err)
+	}
+	// The broker is still usable afterwards.
+	if _, err := b.PublishSamples(testCtx(t), "alice", batch("ok", 3, 8)); err != nil {
+		t.Fatal(err)
+	}
+}

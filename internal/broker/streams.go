@@ -73,6 +73,11 @@ func (b *Broker) streamConfigs() []jetstream.StreamConfig {
 		MaxMsgs:    -1,
 		MaxBytes:   -1,
 		Replicas:   c.Replicas,
+		// The default mode writes each message to the file (page cache)
+		// before acking, so an ack survives a crash of this process.
+		// AsyncPersistMode would ack from the server's buffer, trading that
+		// for throughput; ingest acks to devices depend on it, so never.
+		PersistMode: jetstream.DefaultPersistMode,
 	}, {
 		Name:        StreamChanges,
 		Description: "Pulsebase per-user change feed",

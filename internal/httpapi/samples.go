@@ -27,6 +27,10 @@ func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ct := r.Header.Get("Content-Type")
+	if _, err := ingest.MediaType(ct); err != nil {
+		writeProblem(w, pulsebase.ErrorCode(err), pulsebase.ErrorMessage(err))
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError

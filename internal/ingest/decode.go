@@ -42,15 +42,9 @@ const maxDepth = 64
 // ETOOLARGE for more than maxSamples samples, EINVALID for anything else (messages give a
 // byte offset or sample index, never content).
 func DecodeBatch(contentType string, body []byte, maxSamples int) ([]pulsebase.SampleInput, error) {
-	media, params, err := mime.ParseMediaType(contentType)
+	media, err := MediaType(contentType)
 	if err != nil {
-		return nil, pulsebase.Errorf(pulsebase.EUNSUPPORTED, "unreadable content type")
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return nil, pulsebase.Errorf(pulsebase.EUNSUPPORTED, "charset must be utf-8")
-	}
-	if media != MediaJSON && media != MediaNDJSON {
-		return nil, pulsebase.Errorf(pulsebase.EUNSUPPORTED, "content type must be %s or %s", MediaJSON, MediaNDJSON)
+		return nil, err
 	}
 	// encoding/json would silently turn invalid UTF-8 into U+FFFD: refuse it instead.
 	if !utf8.Valid(body) {
@@ -73,6 +67,23 @@ func DecodeBatch(contentType string, body []byte, maxSamples int) ([]pulsebase.S
 	}
 	d.finish()
 	return d.out, nil
+}
+
+// MediaType returns the media type of a Content-Type header if DecodeBatch reads it, and an
+// *Error with code EUNSUPPORTED otherwise, so a transport can refuse a body before reading
+// it.
+func MediaType(contentType string) (string, error) {
+	media, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "", pulsebase.Errorf(pulsebase.EUNSUPPORTED, "unreadable content type")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return "", pulsebase.Errorf(pulsebase.EUNSUPPORTED, "charset must be utf-8")
+	}
+	if media != MediaJSON && media != MediaNDJSON {
+		return "", pulsebase.Errorf(pulsebase.EUNSUPPORTED, "content type must be %s or %s", MediaJSON, MediaNDJSON)
+	}
+	return media, nil
 }
 
 // decoder is a hand-written reader for the one shape DecodeBatch accepts; it is several
