@@ -20,6 +20,7 @@ const (
 	EUNAVAILABLE   = "unavailable"       // a dependency (broker, store) is not ready
 	EINTERNAL      = "internal"          // anything else; details are logged, never shown
 	ERATELIMITED   = "rate_limited"      // too many requests
+	EERASED        = "erased"            // the owner's keys were destroyed: the data is gone
 
 	// Per-sample rejection codes (DOMAIN.md).
 	CodeUnknownType  = "unknown_type"

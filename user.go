@@ -45,20 +45,82 @@ type KeyStore interface {
 	// agree on one key).
 	CreateWrappedKey(ctx context.Context, k WrappedKey) (WrappedKey, error)
 
-	// UpdateWrappedKey replaces the ciphertext and KEK id of an existing key if its current
-	// KEK id is expectKEKID (compare-and-set, for re-wrapping under a new KEK). It returns an
-	// *Error with code ECONFLICT when the KEK id differs and ENOTFOUND when there is no key.
-	UpdateWrappedKey(ctx context.Context, k WrappedKey, expectKEKID string) error
+	// UpdateWrappedKey replaces the ciphertext and KEK id of an existing key if it still is
+	// exactly expect (same KEK id and ciphertext): a compare-and-set, so that a re-wrap
+	// under a new KEK and a rotation of the key's versions never overwrite each other. It
+	// returns an *Error with code ECONFLICT when the key changed, ENOTFOUND when there is
+	// none and EERASED when its owner was erased.
+	UpdateWrappedKey(ctx context.Context, k WrappedKey, expect WrappedKey) error
 
-	// DeleteWrappedKeys deletes every key of owner (crypto-shredding). Deleting an owner
-	// without keys is not an error.
-	DeleteWrappedKeys(ctx context.Context, owner string) error
+	// EraseKeys deletes every key of owner and leaves a tombstone, in one transaction
+	// (crypto-shredding). Afterwards WrappedKey and CreateWrappedKey for owner return an
+	// *Error with code EERASED, so no new key can be made for an erased owner by a racing
+	// writer. Erasing an owner twice, or one without keys, is not an error.
+	EraseKeys(ctx context.Context, owner string, at time.Time) error
+
+	// WrappedKeysByKEK returns up to limit keys wrapped by the KEK kekID whose (owner, name)
+	// sorts after (afterOwner, afterName), in that order; it pages through keys for
+	// re-wrapping under a new KEK.
+	WrappedKeysByKEK(ctx context.Context, kekID, afterOwner, afterName string, limit int) ([]WrappedKey, error)
+
+	// CountWrappedKeys returns how many keys each KEK wraps.
+	CountWrappedKeys(ctx context.Context) (map[string]int, error)
+}
+
+// KEKInfo is a key-encryption key known to the deployment: its id and where it lives (a
+// URI such as local://PATH or pkcs11://…; never key material). The primary KEK wraps new
+// keys; the others still unwrap keys not yet re-wrapped.
+type KEKInfo struct {
+	ID      string
+	URI     string
+	Primary bool
+	Created time.Time
+}
+
+// KEKStore keeps the registry of KEKs, so that every process of a deployment knows which
+// KEK wraps new keys while a rotation runs.
+type KEKStore interface {
+	// KEKs returns every registered KEK, oldest first.
+	KEKs(ctx context.Context) ([]KEKInfo, error)
+
+	// RegisterKEK adds k (not primary) unless a KEK with its id exists, in which case it
+	// updates nothing and returns nil.
+	RegisterKEK(ctx context.Context, k KEKInfo) error
+
+	// SetPrimaryKEK makes the registered KEK id the only primary one, in one transaction.
+	// It returns an *Error with code ENOTFOUND for an unknown id.
+	SetPrimaryKEK(ctx context.Context, id string) error
+
+	// RemoveKEK deletes a KEK from the registry. It returns an *Error with code ECONFLICT
+	// if the KEK is primary or still wraps keys.
+	RemoveKEK(ctx context.Context, id string) error
+}
+
+// KeyEvent records a key-management action for audit: who, when, which keys. It never
+// holds key material.
+type KeyEvent struct {
+	Seq    int64 // assigned by the store
+	At     time.Time
+	Actor  string // e.g. "cli:root@host" or a principal's role and token id
+	Action string // e.g. "kek.rotate.start", "kek.rotate.done", "user.rotate", "user.erase"
+	// Detail is a JSON object with ids and counts, never secrets.
+	Detail string
+}
+
+// KeyEventStore keeps the append-only log of key-management actions.
+type KeyEventStore interface {
+	AppendKeyEvent(ctx context.Context, e KeyEvent) error
+	// KeyEvents returns every event, oldest first.
+	KeyEvents(ctx context.Context) ([]KeyEvent, error)
 }
 
 // Store is everything the server keeps in its SQL database.
 type Store interface {
 	UserStore
 	KeyStore
+	KEKStore
+	KeyEventStore
+	ConsentStore
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -12,6 +12,12 @@ if [ -n "$unformatted" ]; then
 fi
 $GO vet ./...
 
+# SoftHSM2: a real PKCS #11 module for the HSM key-source tests.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+	if ! apt-cache show softhsm2 >/dev/null 2>&1; then apt-get update -qq >/dev/null; fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+fi
+
 eval "$(scripts/pg-test.sh start)"
 trap 'scripts/pg-test.sh stop >/dev/null 2>&1 || true' EXIT
 

@@ -92,6 +92,7 @@ func TestEndToEnd(t *testing.T) {
 	marker := "MARKER-" + fmt.Sprint(time.Now().UnixNano())
 	srv := startServer(t, dir)
 	tok := mintToken(t, dir, "--user", "alice@example.com", "--role", "device", "--device", "watch-1")
+	pbtest.Grant(t, srv.url, mintToken(t, dir, "--user", "alice@example.com"), pbtest.AllConsent)
 
 	var samples []string
 	base := time.Now().Add(-2 * time.Hour).Truncate(time.Minute)
@@ -159,11 +160,7 @@ func readStream(t *testing.T, dir, user string) []pulsebase.Sample {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	kek, err := vault.OpenLocalKEK(filepath.Join(dir, kekFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := vault.New(ctx, store, kek, vault.Options{})
+	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

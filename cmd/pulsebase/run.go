@@ -25,6 +25,7 @@ Usage:
 Commands:
   serve     run the server (HTTP API, embedded broker and store by default)
   token     mint a bearer token from the built-in issuer's key
+  keys      key management: rotate-kek, rotate-user, rotate-processing, events
   bench     load-test a server's sample ingest (and its broker, as a baseline)
   version   print the version
 
@@ -45,6 +46,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runServe(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return runToken(rest, getenv, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "version":

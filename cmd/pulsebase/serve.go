@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/httpapi"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/postgres"
@@ -32,7 +36,6 @@ import (
 const (
 	defaultDataDir = "./pulsebase-data"
 	issuerKeyFile  = "keys/token.key"
-	kekFile        = "keys/kek.json"
 	sqliteFile     = "pulsebase.db"
 )
 
@@ -51,6 +54,11 @@ type Config struct {
 	Roles       []string
 	Demo        bool
 
+	TLSCert           string
+	TLSKey            string
+	TLSSelfSigned     bool
+	InsecurePlaintext bool
+
 	Partitions      int
 	SampleRetention time.Duration
 	ChangeRetention time.Duration
@@ -58,6 +66,7 @@ type Config struct {
 	Replicas        int
 	SyncAlways      bool
 
+	KEKURI       string
 	KeyCacheSize int
 	KeyCacheTTL  time.Duration
 
@@ -81,13 +90,18 @@ func (c *Config) flags(fs *flag.FlagSet) {
 		}
 		return nil
 	})
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain for HTTPS (with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for HTTPS, readable by its owner only")
+	fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a self-signed certificate kept in the data dir (keys/tls.crt)")
+	fs.BoolVar(&c.InsecurePlaintext, "insecure-plaintext", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
 	fs.BoolVar(&c.Demo, "demo", false, "feed a few simulated users with live data so the APIs show something at once")
 	fs.IntVar(&c.Partitions, "partitions", 64, "partitions of the SAMPLES stream (fixed when the stream is created)")
 	fs.DurationVar(&c.SampleRetention, "sample-retention", 30*24*time.Hour, "how long raw samples stay in the SAMPLES stream")
 	fs.DurationVar(&c.ChangeRetention, "change-retention", 30*24*time.Hour, "how long the per-user change feed is kept (the offline horizon)")
-	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the broker remembers sample ids to drop re-sends")
+	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 2*time.Minute, "how long the broker remembers sample ids to drop re-sends")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas (3 on a JetStream cluster)")
 	fs.BoolVar(&c.SyncAlways, "sync-always", false, "fsync the embedded broker's store on every write (slower; survives power loss)")
+	fs.StringVar(&c.KEKURI, "kek-uri", vault.DefaultKEKURI, "key-encryption key: local://PATH (relative to the data dir), pkcs11://TOKEN/KEY?module=LIB&pin-env=VAR,\nhcvault://HOST/transit/keys/NAME or gcp-kms://projects/…/cryptoKeys/NAME")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 100_000, "users whose unwrapped keys stay in memory")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 10*time.Minute, "how long an unwrapped key stays in memory")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: auto (text on a terminal, else JSON), text or json")
@@ -102,6 +116,16 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("--http-addr %q: want HOST:PORT (%v)", c.HTTPAddr, err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSCert != "" && c.TLSSelfSigned {
+		return errors.New("--tls-self-signed and --tls-cert exclude each other")
+	}
+	if !c.tls() && !c.InsecurePlaintext && !httpapi.IsLoopback(c.HTTPAddr) {
+		return fmt.Errorf("--http-addr %s accepts connections from other machines, and health data must not cross a network in plain text: "+
+			"give --tls-cert/--tls-key or --tls-self-signed, or --insecure-plaintext if a TLS-terminating proxy sits in front", c.HTTPAddr)
 	}
 	if c.DatabaseURL != "" {
 		u, err := url.Parse(c.DatabaseURL)
@@ -157,6 +181,8 @@ func (c *Config) validate() error {
 	return nil
 }
 
+func (c *Config) tls() bool { return c.TLSCert != "" || c.TLSSelfSigned }
+
 // schemeOf names a URL's scheme without echoing the URL, which may hold a password.
 func schemeOf(s string) string {
 	if i := strings.Index(s, "://"); i > 0 {
@@ -203,11 +229,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	defer closeLogged(log, "store", store.Close)
 
-	kek, err := vault.OpenLocalKEK(filepath.Join(cfg.DataDir, kekFile))
-	if err != nil {
-		return fmt.Errorf("open key-encryption key: %w", err)
-	}
-	vlt, err := vault.New(ctx, store, kek, vault.Options{CacheSize: cfg.KeyCacheSize, CacheTTL: cfg.KeyCacheTTL})
+	vlt, err := vault.Open(ctx, store, vault.Config{
+		KEKURI: cfg.KEKURI, DataDir: cfg.DataDir, CacheSize: cfg.KeyCacheSize, CacheTTL: cfg.KeyCacheTTL, Log: log,
+	})
 	if err != nil {
 		return fmt.Errorf("open vault: %w", err)
 	}
@@ -234,11 +258,27 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	// deferred calls run in reverse order), so every acknowledged publish is flushed.
 	defer closeLogged(log, "broker", brk.Close)
 
+	if slices.Contains(cfg.Roles, "process") {
+		// The processing tier's HPKE key pair, for sealed samples. A process without the
+		// process role never loads its private key.
+		if err := vlt.EnsureProcessingKey(ctx); err != nil {
+			return fmt.Errorf("processing key: %w", err)
+		}
+	}
+	if err := vlt.AttachBroker(ctx, brk.JetStream(), cfg.Replicas); err != nil {
+		return err
+	}
+	cons, err := consent.New(ctx, store, vlt, brk.JetStream(), cfg.Replicas, log)
+	if err != nil {
+		return err
+	}
 	metrics := telemetry.NewMetrics()
 	api := httpapi.New(httpapi.Deps{
 		Issuer:  iss,
 		Users:   httpapi.NewUsers(store, vlt),
-		Ingest:  ingest.NewService(vlt, brk, metrics, log, nil),
+		Ingest:  ingest.NewService(vlt, cons, brk, metrics, log, nil),
+		Consent: cons,
+		Vault:   vlt,
 		Metrics: metrics,
 		Ready: func(ctx context.Context) error {
 			if err := brk.Ready(ctx); err != nil {
@@ -258,6 +298,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return fmt.Errorf("listen: %w", err)
 	}
 	baseURL := "http://" + ln.Addr().String()
+	var demoClient *http.Client
+	if cfg.tls() {
+		cert, err := loadCert(cfg)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("tls: %w", err)
+		}
+		ln = tls.NewListener(ln, httpapi.TLSConfig(cert))
+		baseURL = "https://" + ln.Addr().String()
+		// The demo talks to this very server: trust its certificate for that.
+		pool := x509.NewCertPool()
+		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
+			pool.AddCert(leaf)
+		}
+		demoClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
 	log.Info("pulsebase started", "version", version, "http", baseURL, "data_dir", cfg.DataDir,
 		"broker", brokerKind(cfg), "store", storeKind(cfg), "roles", strings.Join(cfg.Roles, ","))
 	fmt.Fprintf(stdout, "listening on %s\n", baseURL)
@@ -266,13 +322,23 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cons.Run(gctx) })
+	g.Go(func() error { return vlt.Watch(gctx) })
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })
 	if cfg.Demo {
-		g.Go(func() error { return sim.RunDemo(gctx, baseURL, demoTokens(iss), stdout, log) })
+		g.Go(func() error { return sim.RunDemo(gctx, baseURL, demoClient, demoTokens(iss), stdout, log) })
 	}
 	err = g.Wait()
 	log.Info("pulsebase stopping")
 	return err
+}
+
+func loadCert(cfg Config) (tls.Certificate, error) {
+	if cfg.TLSSelfSigned {
+		host, _, _ := net.SplitHostPort(cfg.HTTPAddr)
+		return httpapi.SelfSignedCertificate(filepath.Join(cfg.DataDir, "keys"), []string{host})
+	}
+	return httpapi.LoadCertificate(cfg.TLSCert, cfg.TLSKey)
 }
 
 func openStore(ctx context.Context, cfg Config) (pulsebase.Store, error) {

@@ -45,7 +45,7 @@ const (
 	DefaultPartitions      = 64
 	DefaultSampleRetention = 30 * 24 * time.Hour
 	DefaultChangeRetention = 30 * 24 * time.Hour
-	DefaultDuplicateWindow = 10 * time.Minute
+	DefaultDuplicateWindow = 2 * time.Minute
 )
 
 // Config says where the broker runs and how its streams are shaped. The zero
@@ -80,11 +80,11 @@ type Config struct {
 	ChangeRetention time.Duration
 
 	// DuplicateWindow is how long SAMPLES remembers message IDs to drop
-	// re-sent samples; zero means 10 minutes. The server holds every ID seen
+	// re-sent samples; zero means 2 minutes. The server holds every ID seen
 	// in the window in memory (a map entry, an index slot and a copy of the
 	// ID: about 100 bytes plus the ID's length), so the cost is ingest rate
-	// × window: 5k samples/s over 10 minutes is 3M IDs, roughly 0.4 GB with
-	// 36-byte IDs; 150k/s sustained would need ~12 GB. The map is also
+	// × window: 150k samples/s over 2 minutes is 18M IDs, roughly 2.2 GB with
+	// 22-byte IDs, and a 10-minute window at that rate would need ~11 GB. The map is also
 	// rebuilt from the stored messages at every restart. Re-sends arriving
 	// after the window are not caught here and must be idempotent
 	// downstream.

@@ -95,6 +95,13 @@ func schemas() obj {
 	for _, t := range pulsebase.SampleTypes() {
 		types = append(types, t.Name)
 	}
+	var categories, purposes []string
+	for _, c := range pulsebase.Categories() {
+		categories = append(categories, string(c))
+	}
+	for _, p := range pulsebase.Purposes() {
+		purposes = append(purposes, string(p))
+	}
 	str := obj{"type": "string"}
 	integer := obj{"type": "integer"}
 	dateTime := obj{"type": "string", "format": "date-time"}
@@ -138,6 +145,9 @@ func schemas() obj {
 				"accepted":   integer,
 				"duplicates": integer,
 				"rejected":   obj{"type": "array", "items": ref("Rejection")},
+				"sealed": obj{"type": "object", "description": "for a sealed batch: its id and whether it was a duplicate", "properties": obj{
+					"batch": str, "duplicate": obj{"type": "boolean"},
+				}},
 			},
 		},
 		"Problem": obj{
@@ -154,6 +164,48 @@ func schemas() obj {
 			"properties": obj{"id": str, "created": dateTime},
 		},
 		"Status": obj{"type": "object", "properties": obj{"status": str}},
+		"SealedBatch": obj{
+			"type":        "object",
+			"required":    []string{"key_id", "sealed"},
+			"description": "An application/json sample batch sealed with HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, base mode) to a processing key, with info \"pulsebase/sealed/v1\\0<key_id>\\0<internal user id>\". The answer's `sealed` member says whether the batch was stored or a duplicate; its samples are validated by the processor.",
+			"properties": obj{
+				"key_id": str,
+				"sealed": obj{"type": "string", "contentEncoding": "base64", "description": "the encapsulated key followed by the ciphertext"},
+			},
+		},
+		"ProcessingKeys": obj{
+			"type": "object",
+			"properties": obj{"keys": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+				"key_id": str, "kem": str, "kdf": str, "aead": str,
+				"public_key": obj{"type": "string", "contentEncoding": "base64"},
+				"created":    dateTime, "not_after": dateTime,
+			}}}},
+		},
+		"ConsentInput": obj{
+			"type": "object",
+			"properties": obj{
+				"collect":  obj{"type": "object", "propertyNames": obj{"enum": categories}, "additionalProperties": obj{"type": "boolean"}},
+				"purposes": obj{"type": "object", "propertyNames": obj{"enum": purposes}, "additionalProperties": obj{"type": "boolean"}},
+			},
+		},
+		"Consent": obj{
+			"type":     "object",
+			"required": []string{"collect", "purposes", "version"},
+			"properties": obj{
+				"collect":  obj{"type": "object", "additionalProperties": obj{"type": "boolean"}},
+				"purposes": obj{"type": "object", "additionalProperties": obj{"type": "boolean"}},
+				"version":  integer,
+				"updated":  dateTime,
+			},
+		},
+		"ConsentHistory": obj{
+			"type": "object",
+			"properties": obj{"history": obj{"type": "array", "items": obj{
+				"allOf": []obj{ref("Consent"), {"type": "object", "properties": obj{"actor": obj{"type": "object", "properties": obj{
+					"subject": str, "role": str, "device": str, "token_id": str,
+				}}}}},
+			}}},
+		},
 		"JWKS": obj{
 			"type":       "object",
 			"properties": obj{"keys": obj{"type": "array", "items": obj{"type": "object"}}},

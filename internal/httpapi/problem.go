@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"mime"
 	"net/http"
 
 	"github.com/pulsebase/pulsebase"
@@ -47,6 +48,8 @@ func statusOf(code string) int {
 		return http.StatusServiceUnavailable
 	case pulsebase.EINTERNAL:
 		return http.StatusInternalServerError
+	case pulsebase.EERASED:
+		return http.StatusGone
 	default:
 		// Per-sample codes (out_of_range, unknown_type, …) reach the client as the code of
 		// a batch whose samples were all rejected.
@@ -73,10 +76,21 @@ func writeProblemDoc(w http.ResponseWriter, p *Problem) {
 	_ = json.NewEncoder(w).Encode(p)
 }
 
-// writeJSON answers with v as JSON.
+// writeJSON answers with v as JSON; personal data is never cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	writeJSONCached(w, status, v)
+}
+
+// writeJSONCached answers with v as JSON, leaving caching to the caller's headers.
+func writeJSONCached(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// mediaType is the media type of r's body, without parameters.
+func mediaType(r *http.Request) (string, error) {
+	m, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return m, err
 }

@@ -45,6 +45,11 @@ var writers = []pulsebase.Role{pulsebase.RoleUser, pulsebase.RoleDevice}
 // self are the roles that read their own account.
 var self = []pulsebase.Role{pulsebase.RoleUser, pulsebase.RoleDevice}
 
+// owners are the roles that decide for an account: the person, not their devices.
+var owners = []pulsebase.Role{pulsebase.RoleUser}
+
+var userParam = param{Name: "user", In: "path", Required: true, Description: "'me' or the caller's internal user id"}
+
 // problems are the error responses an authenticated route can give besides its own.
 func authProblems(extra ...int) []response {
 	out := []response{{Status: 401, Description: "no, invalid or expired token", ContentType: problemJSON, Schema: "Problem"}}
@@ -62,7 +67,7 @@ func (s *Server) routes() []route {
 			Method: "POST", Pattern: "/v1/samples", Roles: writers, handler: (*Server).handleSamples,
 			ID: "postSamples", Tag: "samples",
 			Summary:     "Ingest a batch of samples (at most 5,000 and 4 MiB). 202 means every accepted sample is durably stored.",
-			RequestBody: map[string]string{"application/json": "SampleBatch", "application/x-ndjson": "SampleInput"},
+			RequestBody: map[string]string{"application/json": "SampleBatch", "application/x-ndjson": "SampleInput", "application/pulsebase-sealed+json": "SealedBatch"},
 			Params:      []param{{Name: "user", In: "query", Description: "the user written for: 'me' or the token's own internal id (anything else is 403)"}},
 			Responses: append([]response{
 				{Status: 202, Description: "at least one sample was accepted or was a duplicate", ContentType: "application/json", Schema: "IngestResult"},
@@ -74,6 +79,37 @@ func (s *Server) routes() []route {
 			Method: "GET", Pattern: "/v1/users/me", Roles: self, handler: (*Server).handleMe,
 			ID: "getMe", Tag: "users", Summary: "The caller's internal pseudonymous user, created on first use.",
 			Responses: append([]response{{Status: 200, Description: "the user", ContentType: "application/json", Schema: "User"}}, authProblems(403)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/users/{user}/consents", Roles: self, handler: (*Server).handleGetConsents,
+			ID: "getConsents", Tag: "consents", Summary: "The user's current consent: categories that may be collected, purposes data may be used for. A new user has consented to nothing (version 0).",
+			Params:    []param{userParam},
+			Responses: append([]response{{Status: 200, Description: "the consent", ContentType: "application/json", Schema: "Consent"}}, authProblems(403, 404)...),
+		},
+		{
+			Method: "PUT", Pattern: "/v1/users/{user}/consents", Roles: owners, handler: (*Server).handlePutConsents,
+			ID: "putConsents", Tag: "consents", Summary: "Replace the user's consent (absent entries are false). Takes effect on every ingest path within a second; the change is kept as a receipt.",
+			Params:      []param{userParam},
+			RequestBody: map[string]string{"application/json": "ConsentInput"},
+			Responses: append([]response{
+				{Status: 200, Description: "the new consent", ContentType: "application/json", Schema: "Consent"},
+				{Status: 400, Description: "unknown category or purpose, or not the expected JSON", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404, 413, 415)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/users/{user}/consents/history", Roles: self, handler: (*Server).handleConsentHistory,
+			ID: "getConsentHistory", Tag: "consents", Summary: "Every consent change, oldest first, with who made it, when and from which device and token (consent receipts).",
+			Params:    []param{userParam},
+			Responses: append([]response{{Status: 200, Description: "the receipts", ContentType: "application/json", Schema: "ConsentHistory"}}, authProblems(403, 404)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/keys/processing", handler: (*Server).handleProcessingKeys,
+			ID: "getProcessingKeys", Tag: "samples",
+			Summary: "Public HPKE keys of the processing tier (current first, then retired keys still accepted): seal batches to them with application/pulsebase-sealed+json.",
+			Responses: []response{
+				{Status: 200, Description: "the keys", ContentType: "application/json", Schema: "ProcessingKeys"},
+				{Status: 503, Description: "no processing key yet", ContentType: problemJSON, Schema: "Problem"},
+			},
 		},
 		{
 			Method: "GET", Pattern: "/healthz", handler: (*Server).handleHealthz,

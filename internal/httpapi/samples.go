@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -27,6 +29,10 @@ func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ct := r.Header.Get("Content-Type")
+	if media, _ := mediaType(r); media == ingest.MediaSealed {
+		s.handleSealed(w, r, usr, p)
+		return
+	}
 	if _, err := ingest.MediaType(ct); err != nil {
 		writeProblem(w, pulsebase.ErrorCode(err), pulsebase.ErrorMessage(err))
 		return
@@ -50,6 +56,10 @@ func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away; nothing to answer
+		}
+		if pulsebase.ErrorCode(err) == pulsebase.EERASED {
+			writeProblem(w, pulsebase.EERASED, "this user's data was erased")
+			return
 		}
 		s.deps.Log.LogAttrs(r.Context(), slog.LevelError, "ingest failed", slog.Any("err", err))
 		writeProblem(w, pulsebase.EUNAVAILABLE, "the samples could not be stored; retry the batch")
@@ -76,4 +86,44 @@ func batchCode(rej []pulsebase.Rejection) string {
 		}
 	}
 	return code
+}
+
+// handleSealed stores a batch sealed to the processing tier without opening it.
+func (s *Server) handleSealed(w http.ResponseWriter, r *http.Request, usr pulsebase.User, p pulsebase.Principal) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeProblem(w, pulsebase.ETOOLARGE, "the body is larger than 4 MiB")
+			return
+		}
+		writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+		return
+	}
+	var b ingest.SealedBatch
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil || dec.More() {
+		writeProblem(w, pulsebase.EINVALID, "a sealed batch is {\"key_id\": \"…\", \"sealed\": \"<base64>\"}")
+		return
+	}
+	res, err := s.deps.Ingest.IngestSealed(r.Context(), usr.ID, p, b)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		s.serviceError(w, r, "ingest sealed batch", err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"accepted": 0, "duplicates": 0, "rejected": []any{}, "sealed": res})
+}
+
+func (s *Server) handleProcessingKeys(w http.ResponseWriter, r *http.Request) {
+	keys, err := s.deps.Vault.ProcessingKeys(r.Context())
+	if err != nil {
+		s.serviceError(w, r, "processing keys", err)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	writeJSONCached(w, http.StatusOK, map[string]any{"keys": keys})
 }

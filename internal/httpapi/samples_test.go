@@ -45,7 +45,7 @@ func streamMsgs(t *testing.T, s *pbtest.Server) uint64 {
 
 func TestPostSamplesAcceptsAndDeduplicates(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
-	tok := s.Token(t, "alice", pulsebase.RoleUser, "")
+	tok := s.UserToken(t, "alice")
 	body := batch(hr(3, "61"), hr(2, "62"), hr(2, "62"), `{"id":"c-1","type":"steps","value":120,"unit":"count","start":"2026-11-28T08:00:00-06:00","end":"2026-11-28T08:01:00-06:00","source":"phone"}`)
 
 	r := pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, body)
@@ -76,7 +76,7 @@ func TestPostSamplesAcceptsAndDeduplicates(t *testing.T) {
 	}
 
 	// Another user's identical sample is not a duplicate of alice's.
-	r = pbtest.Do(t, "POST", s.URL+"/v1/samples", s.Token(t, "bob", pulsebase.RoleUser, ""), jsonCT, batch(hr(3, "61")))
+	r = pbtest.Do(t, "POST", s.URL+"/v1/samples", s.UserToken(t, "bob"), jsonCT, batch(hr(3, "61")))
 	r.JSON(t, &res)
 	if res.Accepted != 1 {
 		t.Errorf("bob's sample: got %+v, want accepted", res)
@@ -85,6 +85,7 @@ func TestPostSamplesAcceptsAndDeduplicates(t *testing.T) {
 
 func TestPostSamplesNDJSON(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
+	s.UserToken(t, "alice")
 	tok := s.Token(t, "alice", pulsebase.RoleDevice, "watch-1")
 	body := hr(5, "70") + "\n" + hr(4, "71") + "\n\n" + hr(3, "72") + "\n"
 	r := pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, "application/x-ndjson", []byte(body))
@@ -97,7 +98,7 @@ func TestPostSamplesNDJSON(t *testing.T) {
 
 func TestPostSamplesPartialBatch(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
-	tok := s.Token(t, "alice", pulsebase.RoleUser, "")
+	tok := s.UserToken(t, "alice")
 	r := pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, batch(hr(3, "61"), hr(2, "400"), hr(1, "62")))
 	var res struct {
 		Accepted int
@@ -120,7 +121,7 @@ func TestPostSamplesPartialBatch(t *testing.T) {
 // server keeps serving.
 func TestBadInput(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
-	tok := s.Token(t, "alice", pulsebase.RoleUser, "")
+	tok := s.UserToken(t, "alice")
 	now := time.Now().UTC()
 	ts := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
 
@@ -246,6 +247,8 @@ func flip(s string) string {
 
 func TestDeviceWritesOnlyForItsOwnUser(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
+	s.UserToken(t, "alice")
+	s.UserToken(t, "bob")
 	dev := s.Token(t, "alice", pulsebase.RoleDevice, "watch-1")
 	bob, err := s.Users.Resolve(context.Background(), "bob")
 	if err != nil {
@@ -282,7 +285,7 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 
 func TestMetricsCountOutcomes(t *testing.T) {
 	s := pbtest.MustOpenServer(t)
-	tok := s.Token(t, "alice", pulsebase.RoleUser, "")
+	tok := s.UserToken(t, "alice")
 	pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, batch(hr(2, "60"), hr(2, "60"), hr(1, "400")))
 	r := pbtest.Do(t, "GET", s.URL+"/metrics", "", "", nil)
 	for _, want := range []string{
@@ -338,5 +341,26 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	}
 	if n < 7 {
 		t.Errorf("got %d operations, want at least 7", n)
+	}
+}
+
+func TestReadyzFollowsTheBroker(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	if r := pbtest.Do(t, "GET", s.URL+"/readyz", "", "", nil); r.Status != 200 {
+		t.Fatalf("readyz with a running broker: got %d, want 200", r.Status)
+	}
+	tok := s.UserToken(t, "alice")
+	s.Broker.Close()
+	r := pbtest.Do(t, "GET", s.URL+"/readyz", "", "", nil)
+	if r.Status != 503 || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("readyz with the broker gone: got %d %q, want 503 problem+json", r.Status, r.Header.Get("Content-Type"))
+	}
+	if r := pbtest.Do(t, "GET", s.URL+"/healthz", "", "", nil); r.Status != 200 {
+		t.Errorf("healthz: got %d, want 200 (the process is alive)", r.Status)
+	}
+	// Ingest fails cleanly, without a partial success, while the broker is gone.
+	r = pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, batch(hr(1, "60")))
+	if r.Status != 503 {
+		t.Errorf("ingest with the broker gone: got %d %s, want 503", r.Status, r.Body)
 	}
 }

@@ -20,8 +20,10 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/auth"
+	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
+	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
 // Limits of a request.
@@ -35,6 +37,8 @@ type Deps struct {
 	Issuer  *auth.Issuer
 	Users   *Users
 	Ingest  *ingest.Service
+	Consent *consent.Service
+	Vault   *vault.Vault
 	Metrics *telemetry.Metrics
 	// Ready reports whether the broker and the store are ready; /readyz answers 503 while
 	// it returns an error.
@@ -73,13 +77,18 @@ func New(d Deps) *Server {
 }
 
 // Handler returns the root handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header(), r.TLS != nil)
+		s.mux.ServeHTTP(w, r)
+	})
+}
 
 // Serve serves on ln until ctx is cancelled, then stops accepting, lets in-flight requests
 // finish for up to grace, and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second, // slow-loris: headers must arrive promptly
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -148,6 +157,18 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		h(s, sw, r)
 	})
+}
+
+// securityHeaders are sent with every answer: the API serves JSON only, so nothing may be
+// sniffed, framed or loaded by it; over HTTPS, browsers are told to keep using HTTPS.
+func securityHeaders(h http.Header, https bool) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	if https {
+		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	}
 }
 
 // authenticate verifies the bearer token of r, answering 401 when there is none or it is

@@ -22,23 +22,32 @@ type Publisher interface {
 	PublishSamples(ctx context.Context, user string, msgs []broker.Message) ([]broker.PubResult, error)
 }
 
-// Service validates, normalizes, deduplicates, encrypts and publishes batches of samples.
-// It is transport-agnostic: the HTTP handler uses it now, the WebSocket sync gateway later.
+// ConsentChecker answers whether a user consented to collecting a category of data;
+// *consent.Service is the one in production.
+type ConsentChecker interface {
+	MayCollect(ctx context.Context, user string, c pulsebase.Category) (bool, error)
+}
+
+// Service validates, normalizes, checks consent for, deduplicates, encrypts and publishes
+// batches of samples. It is transport-agnostic: the HTTP handler uses it now, the
+// WebSocket sync gateway later.
 type Service struct {
 	vault   *vault.Vault
+	consent ConsentChecker
 	pub     Publisher
 	metrics *telemetry.Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	pkeys   processingKeys
 }
 
 // NewService returns an ingest service. now is the clock used for time sanity checks and
 // for the received time of samples; nil means time.Now.
-func NewService(v *vault.Vault, pub Publisher, m *telemetry.Metrics, log *slog.Logger, now func() time.Time) *Service {
+func NewService(v *vault.Vault, c ConsentChecker, pub Publisher, m *telemetry.Metrics, log *slog.Logger, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{vault: v, pub: pub, metrics: m, log: log, now: now}
+	return &Service{vault: v, consent: c, pub: pub, metrics: m, log: log, now: now}
 }
 
 // Result is the outcome of one batch. Rejected is never nil so that it encodes as [].
@@ -51,7 +60,8 @@ type Result struct {
 // Ingest handles a batch of samples sent by p for user (an internal id). When it returns
 // without error, every accepted sample is durably stored in the broker. A sample already
 // stored (within the broker's duplicate window) or repeated within the batch counts as a
-// duplicate; a sample with problems is rejected and nothing of it is stored.
+// duplicate; a sample with problems, or of a category the user has not consented to
+// collect (code no_consent), is rejected and nothing of it is stored.
 //
 // It returns an error only when the batch could not be stored; the caller may retry the
 // whole batch, and what was stored the first time is then reported as duplicates.
@@ -67,6 +77,7 @@ func (s *Service) Ingest(ctx context.Context, user string, p pulsebase.Principal
 	msgs := make([]broker.Message, 0, len(in))
 	types := make([]string, 0, len(in)) // types[i] is the type of msgs[i], for metrics
 	seen := make(map[string]struct{}, len(in))
+	collect := map[pulsebase.Category]bool{} // consent answers, asked once per category per batch
 	for i := range in {
 		smp, problems := pulsebase.Normalize(in[i], now)
 		if len(problems) > 0 {
@@ -74,6 +85,15 @@ func (s *Service) Ingest(ctx context.Context, user string, p pulsebase.Principal
 				Index: i, Code: problems[0].Code, Detail: problems[0].Detail, Problems: problems,
 			})
 			s.count(typeLabel(in[i].Type), "rejected", problems[0].Code)
+			continue
+		}
+		if ok, err := s.mayCollect(ctx, user, smp.Type, collect); err != nil {
+			return res, err
+		} else if !ok {
+			p := pulsebase.Problem{Code: pulsebase.CodeNoConsent, Field: "type",
+				Detail: "no consent to collect " + smp.Type + " data"}
+			res.Rejected = append(res.Rejected, pulsebase.Rejection{Index: i, Code: p.Code, Detail: p.Detail, Problems: []pulsebase.Problem{p}})
+			s.count(smp.Type, "rejected", p.Code)
 			continue
 		}
 		id, err := keys.Identity(smp.Identity())
@@ -121,6 +141,22 @@ func (s *Service) Ingest(ctx context.Context, user string, p pulsebase.Principal
 		}
 	}
 	return res, nil
+}
+
+// mayCollect answers from the batch's memo of consent decisions, asking the consent
+// service once per category.
+func (s *Service) mayCollect(ctx context.Context, user, typ string, memo map[pulsebase.Category]bool) (bool, error) {
+	t, _ := pulsebase.LookupType(typ)
+	ok, seen := memo[t.Category]
+	if seen {
+		return ok, nil
+	}
+	ok, err := s.consent.MayCollect(ctx, user, t.Category)
+	if err != nil {
+		return false, fmt.Errorf("consent: %w", err)
+	}
+	memo[t.Category] = ok
+	return ok, nil
 }
 
 func (s *Service) count(typ, outcome, code string) {

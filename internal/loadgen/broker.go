@@ -9,19 +9,22 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 )
 
-// Publishing settings of the server's broker connection (internal/broker), copied so that
-// the baseline pipelines exactly as the server does; if they change there, change them
-// here.
+// Publishing settings of the server's sample publisher (internal/broker), copied so that
+// the baseline pipelines as the server does; if they change there, change them here.
 const (
 	// samplesInPrefix is where publishers address a user in the SAMPLES stream; the
 	// stream's subject transform moves the message to the user's partition.
 	samplesInPrefix = "samples.in."
-	// publishMaxPending is the server connection's cap on unacknowledged async publishes.
-	publishMaxPending = 4096
-	// stallWait is how long one PublishMsgAsync waits for a free pending slot.
-	stallWait = 250 * time.Millisecond
+	// publishInflight caps the messages sent but not yet acknowledged across all
+	// concurrent batches; a batch waits for room for all its messages (or for a chunk of
+	// publishInflight when it is larger) before publishing any.
+	publishInflight = 4096
+	// publishMaxPending is the connection's own cap, above publishInflight so that the
+	// client never stalls while the budget is respected.
+	publishMaxPending = 2 * publishInflight
 )
 
 // BrokerTarget is the broker baseline: for each request of a Workload it publishes one
@@ -39,6 +42,8 @@ type BrokerTarget struct {
 	js    jetstream.JetStream
 	w     *Workload
 	users []string
+	// inflight holds publishInflight units, one per unacknowledged message.
+	inflight *semaphore.Weighted
 	// noise is random bytes every message's payload is a prefix of.
 	noise []byte
 }
@@ -60,7 +65,8 @@ func NewBrokerTarget(ctx context.Context, url string, w *Workload) (*BrokerTarge
 		nc.Close()
 		return nil, fmt.Errorf("stream SAMPLES at %s: %w (is this a Pulsebase broker?)", url, err)
 	}
-	t := &BrokerTarget{nc: nc, js: js, w: w, noise: make([]byte, w.maxStoredBytes())}
+	t := &BrokerTarget{nc: nc, js: js, w: w, noise: make([]byte, w.maxStoredBytes()),
+		inflight: semaphore.NewWeighted(publishInflight)}
 	rand.Read(t.noise)
 	// Internal user ids look like the server's: "u" and 26 base32 characters.
 	for range w.Users() {
@@ -79,29 +85,47 @@ func (t *BrokerTarget) Close() { t.nc.Close() }
 func (t *BrokerTarget) Send(ctx context.Context, n int64) Outcome {
 	subject := samplesInPrefix + t.users[t.w.User(n)]
 	sizes := t.w.StoredSizes(n)
+	var o Outcome
+	for start := 0; start < len(sizes); start += publishInflight {
+		end := min(start+publishInflight, len(sizes))
+		if err := t.publishChunk(ctx, subject, n, start, sizes[start:end], &o); err != nil {
+			// The batch failed as a whole, as the server would answer 503 for it.
+			return Outcome{Status: "error", Err: err}
+		}
+	}
+	o.Status = "ok"
+	return o
+}
+
+// publishChunk publishes the messages of request n from index first on, one per size,
+// and counts their acknowledgements into o.
+func (t *BrokerTarget) publishChunk(ctx context.Context, subject string, n int64, first int, sizes []int, o *Outcome) error {
+	if err := t.inflight.Acquire(ctx, int64(len(sizes))); err != nil {
+		return err
+	}
+	defer t.inflight.Release(int64(len(sizes)))
 	futs := make([]jetstream.PubAckFuture, len(sizes))
-	for j, size := range sizes {
+	for i, size := range sizes {
 		m := &nats.Msg{
 			Subject: subject,
 			Data:    t.noise[:size],
-			Header:  nats.Header{jetstream.MsgIDHeader: []string{t.w.MsgID(n, j)}},
+			Header:  nats.Header{jetstream.MsgIDHeader: []string{t.w.MsgID(n, first+i)}},
 		}
 		for {
-			f, err := t.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait))
+			f, err := t.js.PublishMsgAsync(m)
 			if err == nil {
-				futs[j] = f
+				futs[i] = f
 				break
 			}
 			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-				return Outcome{Status: "error", Err: fmt.Errorf("publish %d of %d: %w", j, len(sizes), err)}
+				return fmt.Errorf("publish %d of %d: %w", first+i, t.w.Batch(), err)
 			}
 			if ctx.Err() != nil {
-				return Outcome{Status: "error", Err: context.Cause(ctx)}
+				return context.Cause(ctx)
 			}
 		}
 	}
-	var o Outcome
-	for j, f := range futs {
+	for i, f := range futs {
 		select {
 		case ack := <-f.Ok():
 			if ack.Duplicate {
@@ -110,12 +134,10 @@ func (t *BrokerTarget) Send(ctx context.Context, n int64) Outcome {
 				o.Accepted++
 			}
 		case err := <-f.Err():
-			// The batch failed as a whole, as the server would answer 503 for it.
-			return Outcome{Status: "error", Err: fmt.Errorf("ack %d of %d: %w", j, len(futs), err)}
+			return fmt.Errorf("ack %d of %d: %w", first+i, t.w.Batch(), err)
 		case <-ctx.Done():
-			return Outcome{Status: "error", Err: context.Cause(ctx)}
+			return context.Cause(ctx)
 		}
 	}
-	o.Status = "ok"
-	return o
+	return nil
 }

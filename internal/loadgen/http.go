@@ -94,8 +94,28 @@ func (t *HTTPTarget) me(ctx context.Context, tok string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET /v1/users/me: %s: %s", resp.Status, bytes.TrimSpace(body))
 	}
+	// Like an app, record the user's consent before sending data: without it every sample
+	// would be rejected with no_consent.
+	req, err = http.NewRequestWithContext(ctx, http.MethodPut, t.base+"/v1/users/me/consents", strings.NewReader(benchConsent))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("PUT /v1/users/me/consents: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
 	return nil
 }
+
+// benchConsent grants every category the workload sends.
+const benchConsent = `{"collect":{"heart":true,"activity":true,"sleep":true,"body":true,"mind":true,"nutrition":true},"purposes":{"personalization":true}}`
 
 // ingestResult is the part of a 202 (or 422 problem) body the report needs.
 type ingestResult struct {

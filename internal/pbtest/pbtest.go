@@ -21,6 +21,7 @@ import (
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/httpapi"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
@@ -37,6 +38,7 @@ type Server struct {
 	Store   pulsebase.Store
 	Vault   *vault.Vault
 	Users   *httpapi.Users
+	Consent *consent.Service
 	Metrics *telemetry.Metrics
 	// Logs receives everything the server logs, as JSON lines.
 	Logs *SyncBuffer
@@ -54,11 +56,7 @@ func MustOpenServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kek, err := vault.OpenLocalKEK(filepath.Join(dir, "keys", "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := vault.New(ctx, store, kek, vault.Options{})
+	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,19 +68,38 @@ func MustOpenServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := v.AttachBroker(ctx, brk.JetStream(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.EnsureProcessingKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := consent.New(ctx, store, v, brk.JetStream(), 1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	consentDone := make(chan error, 1)
+	go func() { consentDone <- cons.Run(runCtx) }()
+	vaultDone := make(chan error, 1)
+	go func() { vaultDone <- v.Watch(runCtx) }()
 	m := telemetry.NewMetrics()
 	users := httpapi.NewUsers(store, v)
 	api := httpapi.New(httpapi.Deps{
-		Issuer: iss, Users: users, Ingest: ingest.NewService(v, brk, m, log, nil), Metrics: m,
+		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Metrics: m,
 		Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(func() {
 		hs.Close()
+		cancel()
+		<-consentDone
+		<-vaultDone
 		brk.Close()
 		store.Close()
 	})
-	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users, Metrics: m, Logs: logs}
+	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users,
+		Consent: cons, Metrics: m, Logs: logs}
 }
 
 // Token mints a token for subject with role (and device, for device tokens).
@@ -92,6 +109,28 @@ func (s *Server) Token(t testing.TB, subject string, role pulsebase.Role, device
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tok
+}
+
+// AllConsent is a consent body granting every category and purpose.
+const AllConsent = `{"collect":{"heart":true,"activity":true,"sleep":true,"body":true,"mind":true,"nutrition":true},` +
+	`"purposes":{"personalization":true,"research":true,"model_training":true}}`
+
+// Grant records consent body for the owner of token through the public API, as an app
+// would, and fails the test if it is refused.
+func Grant(t testing.TB, baseURL, token, body string) {
+	t.Helper()
+	r := Do(t, "PUT", baseURL+"/v1/users/me/consents", token, "application/json", []byte(body))
+	if r.Status != http.StatusOK {
+		t.Fatalf("PUT consents: got %d %s, want 200", r.Status, r.Body)
+	}
+}
+
+// UserToken mints a user token for subject who consented to everything.
+func (s *Server) UserToken(t testing.TB, subject string) string {
+	t.Helper()
+	tok := s.Token(t, subject, pulsebase.RoleUser, "")
+	Grant(t, s.URL, tok, AllConsent)
 	return tok
 }
 

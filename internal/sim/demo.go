@@ -5,7 +5,6 @@
 package sim
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -34,10 +34,10 @@ type demoSample struct {
 }
 
 // RunDemo feeds the demo users until ctx is done: first the last two hours of minute data,
-// then live data every few seconds. It prints a token of the first demo user on stdout so
+// then live data every few seconds, through client (nil: a default client). It prints a token of the first demo user on stdout so
 // that the README's tour can use it. Upload failures are logged and retried next tick; the
 // demo never stops the server.
-func RunDemo(ctx context.Context, baseURL string, token func(user string) (string, error), stdout io.Writer, log *slog.Logger) error {
+func RunDemo(ctx context.Context, baseURL string, client *http.Client, token func(user string) (string, error), stdout io.Writer, log *slog.Logger) error {
 	toks := make(map[string]string, len(DemoUsers))
 	for _, u := range DemoUsers {
 		t, err := token(u)
@@ -48,7 +48,16 @@ func RunDemo(ctx context.Context, baseURL string, token func(user string) (strin
 	}
 	fmt.Fprintf(stdout, "demo: token for %s (valid 24h):\n%s\n", DemoUsers[0], toks[DemoUsers[0]])
 	rng := rand.New(rand.NewPCG(1, 2))
-	client := &http.Client{Timeout: 10 * time.Second}
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	// Like an app, ask each user first: they consent to heart and activity data being
+	// collected and used to personalize their experience.
+	for _, u := range DemoUsers {
+		if err := send(ctx, client, "PUT", baseURL+"/v1/users/me/consents", toks[u], demoConsent); err != nil {
+			return fmt.Errorf("demo consent: %w", err)
+		}
+	}
 	last := time.Now().Add(-2 * time.Hour).Truncate(time.Minute)
 	t := time.NewTicker(demoTick)
 	defer t.Stop()
@@ -102,6 +111,8 @@ func demoMinutes(rng *rand.Rand, who int, from, to time.Time) []demoSample {
 	return out
 }
 
+const demoConsent = `{"collect":{"heart":true,"activity":true},"purposes":{"personalization":true}}`
+
 func post(ctx context.Context, c *http.Client, baseURL, token string, batch []demoSample) error {
 	for len(batch) > 0 {
 		n := min(len(batch), 2000)
@@ -109,22 +120,30 @@ func post(ctx context.Context, c *http.Client, baseURL, token string, batch []de
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, "POST", baseURL+"/v1/samples", bytes.NewReader(body))
-		if err != nil {
+		if err := send(ctx, c, "POST", baseURL+"/v1/samples", token, string(body)); err != nil {
 			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			return fmt.Errorf("POST /v1/samples: %s", resp.Status)
 		}
 		batch = batch[n:]
+	}
+	return nil
+}
+
+// send makes one JSON request and fails unless it gets a 2xx answer.
+func send(ctx context.Context, c *http.Client, method, url, token, body string) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s", method, url, resp.Status)
 	}
 	return nil
 }

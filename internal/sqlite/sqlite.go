@@ -241,23 +241,201 @@ func scanUser(row *sql.Row) (pulsebase.User, error) {
 
 // WrappedKey implements pulsebase.KeyStore.
 func (s *Store) WrappedKey(ctx context.Context, owner, name string) (pulsebase.WrappedKey, error) {
-	k, err := s.wrappedKey(ctx, s.read, owner, name)
+	k, err := scanKey(s.read.QueryRowContext(ctx,
+		`SELECT owner, name, kek_id, ciphertext, created, updated FROM wrapped_keys
+		 WHERE owner = ? AND name = ?`, owner, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return pulsebase.WrappedKey{}, pulsebase.Errorf(pulsebase.ENOTFOUND, "no such key")
+		// Erasing deletes the keys and writes the tombstone in one transaction, so an owner
+		// with a key is never erased and only a miss needs the second look.
+		err = absentKey(ctx, s.read, owner)
 	}
 	if err != nil {
-		return pulsebase.WrappedKey{}, fmt.Errorf("get wrapped key: %w", err)
+		return pulsebase.WrappedKey{}, wrapErr("get wrapped key", err)
 	}
 	return k, nil
 }
 
-func (s *Store) wrappedKey(ctx context.Context, db *sql.DB, owner, name string) (pulsebase.WrappedKey, error) {
-	k := pulsebase.WrappedKey{Owner: owner, Name: name}
-	var created, updated string
-	err := db.QueryRowContext(ctx,
-		`SELECT kek_id, ciphertext, created, updated FROM wrapped_keys WHERE owner = ? AND name = ?`,
-		owner, name).Scan(&k.KEKID, &k.Ciphertext, &created, &updated)
+// absentKey returns the error for a key of owner that is not there: EERASED if owner was
+// erased, else ENOTFOUND.
+func absentKey(ctx context.Context, q queryer, owner string) error {
+	erased, err := isErased(ctx, q, owner)
+	switch {
+	case err != nil:
+		return err
+	case erased:
+		return errErased()
+	default:
+		return pulsebase.Errorf(pulsebase.ENOTFOUND, "no such key")
+	}
+}
+
+func isErased(ctx context.Context, q queryer, owner string) (bool, error) {
+	var erased bool
+	err := q.QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM erased_owners WHERE owner = ?)`, owner).Scan(&erased)
+	return erased, err
+}
+
+func errErased() error {
+	return pulsebase.Errorf(pulsebase.EERASED, "the keys of this owner were erased")
+}
+
+// CreateWrappedKey implements pulsebase.KeyStore. Like EnsureUser, it inserts unless present
+// and otherwise returns the row that won. The tombstone check, the insert and the read of
+// the winner share one transaction, so a concurrent EraseKeys either comes first (and the
+// create fails with EERASED) or after (and deletes the new key).
+func (s *Store) CreateWrappedKey(ctx context.Context, k pulsebase.WrappedKey) (pulsebase.WrappedKey, error) {
+	k.Created, k.Updated = normTime(k.Created), normTime(k.Updated)
+	if k.Ciphertext == nil {
+		k.Ciphertext = []byte{} // NOT NULL; an empty key is odd but not this layer's call
+	}
+	stored := k
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if erased, err := isErased(ctx, tx, k.Owner); err != nil {
+			return err
+		} else if erased {
+			return errErased()
+		}
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO wrapped_keys (owner, name, kek_id, ciphertext, created, updated)
+			 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner, name) DO NOTHING`,
+			k.Owner, k.Name, k.KEKID, k.Ciphertext, k.Created.Format(timeFormat), k.Updated.Format(timeFormat))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		stored, err = scanKey(tx.QueryRowContext(ctx,
+			`SELECT owner, name, kek_id, ciphertext, created, updated FROM wrapped_keys
+			 WHERE owner = ? AND name = ?`, k.Owner, k.Name))
+		return err
+	})
 	if err != nil {
+		return pulsebase.WrappedKey{}, wrapErr("create wrapped key", err)
+	}
+	return stored, nil
+}
+
+// UpdateWrappedKey implements pulsebase.KeyStore. The compare is in the UPDATE's WHERE
+// clause, so it is atomic; only when nothing matched does a second query tell conflict
+// from absence and absence from erasure. The key is k's owner and name; of expect only the
+// KEK id and ciphertext are compared.
+func (s *Store) UpdateWrappedKey(ctx context.Context, k, expect pulsebase.WrappedKey) error {
+	if k.Ciphertext == nil {
+		k.Ciphertext = []byte{}
+	}
+	if expect.Ciphertext == nil {
+		expect.Ciphertext = []byte{} // as stored; NULL would compare unknown
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`UPDATE wrapped_keys SET kek_id = ?, ciphertext = ?, updated = ?
+			 WHERE owner = ? AND name = ? AND kek_id = ? AND ciphertext = ?`,
+			k.KEKID, k.Ciphertext, normTime(k.Updated).Format(timeFormat),
+			k.Owner, k.Name, expect.KEKID, expect.Ciphertext)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRowContext(ctx,
+			`SELECT EXISTS (SELECT 1 FROM wrapped_keys WHERE owner = ? AND name = ?)`,
+			k.Owner, k.Name).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return pulsebase.Errorf(pulsebase.ECONFLICT, "key was changed concurrently")
+		}
+		return absentKey(ctx, tx, k.Owner)
+	})
+	if err != nil {
+		return wrapErr("update wrapped key", err)
+	}
+	return nil
+}
+
+// EraseKeys implements pulsebase.KeyStore. A second erase keeps the time of the first.
+func (s *Store) EraseKeys(ctx context.Context, owner string, at time.Time) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO erased_owners (owner, erased) VALUES (?, ?) ON CONFLICT (owner) DO NOTHING`,
+			owner, normTime(at).Format(timeFormat)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM wrapped_keys WHERE owner = ?`, owner)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("erase keys: %w", err)
+	}
+	return nil
+}
+
+// WrappedKeysByKEK implements pulsebase.KeyStore. Keys sort in byte order (SQLite's BINARY
+// collation), as in the PostgreSQL store. It returns an *Error with code EINVALID when limit
+// is not positive: a page of nothing would look like the end of the keys.
+func (s *Store) WrappedKeysByKEK(ctx context.Context, kekID, afterOwner, afterName string, limit int) ([]pulsebase.WrappedKey, error) {
+	if limit <= 0 {
+		return nil, pulsebase.Errorf(pulsebase.EINVALID, "limit must be positive")
+	}
+	rows, err := s.read.QueryContext(ctx,
+		`SELECT owner, name, kek_id, ciphertext, created, updated FROM wrapped_keys
+		 WHERE kek_id = ? AND (owner, name) > (?, ?)
+		 ORDER BY owner, name LIMIT ?`,
+		kekID, afterOwner, afterName, limit)
+	if err != nil {
+		return nil, fmt.Errorf("wrapped keys by kek: %w", err)
+	}
+	defer rows.Close()
+	var keys []pulsebase.WrappedKey
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("wrapped keys by kek: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("wrapped keys by kek: %w", err)
+	}
+	return keys, nil
+}
+
+// CountWrappedKeys implements pulsebase.KeyStore.
+func (s *Store) CountWrappedKeys(ctx context.Context) (map[string]int, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT kek_id, COUNT(*) FROM wrapped_keys GROUP BY kek_id`)
+	if err != nil {
+		return nil, fmt.Errorf("count wrapped keys: %w", err)
+	}
+	defer rows.Close()
+	counts := make(map[string]int)
+	for rows.Next() {
+		var (
+			kek string
+			n   int
+		)
+		if err := rows.Scan(&kek, &n); err != nil {
+			return nil, fmt.Errorf("count wrapped keys: %w", err)
+		}
+		counts[kek] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count wrapped keys: %w", err)
+	}
+	return counts, nil
+}
+
+// scanKey scans the columns owner, name, kek_id, ciphertext, created, updated.
+func scanKey(row scanner) (pulsebase.WrappedKey, error) {
+	var (
+		k                pulsebase.WrappedKey
+		created, updated string
+		err              error
+	)
+	if err := row.Scan(&k.Owner, &k.Name, &k.KEKID, &k.Ciphertext, &created, &updated); err != nil {
 		return pulsebase.WrappedKey{}, err
 	}
 	if k.Created, err = parseTime(created); err != nil {
@@ -269,72 +447,46 @@ func (s *Store) wrappedKey(ctx context.Context, db *sql.DB, owner, name string) 
 	return k, nil
 }
 
-// CreateWrappedKey implements pulsebase.KeyStore. Like EnsureUser, it inserts unless present
-// and otherwise returns the row that won.
-func (s *Store) CreateWrappedKey(ctx context.Context, k pulsebase.WrappedKey) (pulsebase.WrappedKey, error) {
-	k.Created, k.Updated = normTime(k.Created), normTime(k.Updated)
-	if k.Ciphertext == nil {
-		k.Ciphertext = []byte{} // NOT NULL; an empty key is odd but not this layer's call
-	}
-	res, err := s.write.ExecContext(ctx,
-		`INSERT INTO wrapped_keys (owner, name, kek_id, ciphertext, created, updated)
-		 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner, name) DO NOTHING`,
-		k.Owner, k.Name, k.KEKID, k.Ciphertext, k.Created.Format(timeFormat), k.Updated.Format(timeFormat))
-	if err != nil {
-		return pulsebase.WrappedKey{}, fmt.Errorf("create wrapped key: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return pulsebase.WrappedKey{}, fmt.Errorf("create wrapped key: %w", err)
-	} else if n == 1 {
-		return k, nil
-	}
-	first, err := s.wrappedKey(ctx, s.read, k.Owner, k.Name)
-	if err != nil {
-		return pulsebase.WrappedKey{}, fmt.Errorf("create wrapped key: %w", err)
-	}
-	return first, nil
+// queryer is a *sql.DB or a *sql.Tx.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// UpdateWrappedKey implements pulsebase.KeyStore. The compare is in the UPDATE's WHERE
-// clause, so it is atomic; only when nothing matched does a second query tell conflict
-// from absence.
-func (s *Store) UpdateWrappedKey(ctx context.Context, k pulsebase.WrappedKey, expectKEKID string) error {
-	if k.Ciphertext == nil {
-		k.Ciphertext = []byte{}
-	}
-	res, err := s.write.ExecContext(ctx,
-		`UPDATE wrapped_keys SET kek_id = ?, ciphertext = ?, updated = ?
-		 WHERE owner = ? AND name = ? AND kek_id = ?`,
-		k.KEKID, k.Ciphertext, normTime(k.Updated).Format(timeFormat), k.Owner, k.Name, expectKEKID)
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// inTx runs f in a transaction on the writer, committing if f returns nil. The writer
+// begins transactions IMMEDIATE, so f holds the write lock throughout: what it reads
+// cannot change before it writes.
+func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("update wrapped key: %w", err)
+		return err
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("update wrapped key: %w", err)
+	if err := f(tx); err != nil {
+		if rerr := rollback(tx); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
 	}
-	if n == 1 {
-		return nil
-	}
-	var one int
-	err = s.write.QueryRowContext(ctx,
-		`SELECT 1 FROM wrapped_keys WHERE owner = ? AND name = ?`, k.Owner, k.Name).Scan(&one)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return pulsebase.Errorf(pulsebase.ENOTFOUND, "no such key")
-	case err != nil:
-		return fmt.Errorf("update wrapped key: %w", err)
-	default:
-		return pulsebase.Errorf(pulsebase.ECONFLICT, "key was re-wrapped concurrently")
-	}
+	return tx.Commit()
 }
 
-// DeleteWrappedKeys implements pulsebase.KeyStore.
-func (s *Store) DeleteWrappedKeys(ctx context.Context, owner string) error {
-	if _, err := s.write.ExecContext(ctx, `DELETE FROM wrapped_keys WHERE owner = ?`, owner); err != nil {
-		return fmt.Errorf("delete wrapped keys: %w", err)
+// rollback rolls tx back; a transaction that is already over is not an error.
+func rollback(tx *sql.Tx) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("rollback: %w", err)
 	}
 	return nil
+}
+
+// wrapErr adds context to err unless it is a *pulsebase.Error, whose message is meant for
+// callers as it is.
+func wrapErr(what string, err error) error {
+	if _, ok := err.(*pulsebase.Error); ok {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // normTime returns t as it will come back from the database: UTC, whole microseconds, and

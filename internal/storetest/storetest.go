@@ -43,7 +43,15 @@ func Run(t *testing.T, open Opener) {
 		{"CreateWrappedKeyConcurrent", testCreateWrappedKeyConcurrent},
 		{"WrappedKeyNotFound", testWrappedKeyNotFound},
 		{"UpdateWrappedKey", testUpdateWrappedKey},
-		{"DeleteWrappedKeys", testDeleteWrappedKeys},
+		{"EraseKeys", testEraseKeys},
+		{"EraseKeysRacesCreate", testEraseKeysRacesCreate},
+		{"WrappedKeysByKEK", testWrappedKeysByKEK},
+		{"CountWrappedKeys", testCountWrappedKeys},
+		{"KEKRegistry", testKEKRegistry},
+		{"SetPrimaryKEKConcurrent", testSetPrimaryKEKConcurrent},
+		{"KeyEvents", testKeyEvents},
+		{"Consent", testConsent},
+		{"AppendConsentConcurrent", testAppendConsentConcurrent},
 		{"Times", testTimes},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
@@ -318,87 +326,75 @@ func testUpdateWrappedKey(t *testing.T, open Opener) {
 	if _, err := s.CreateWrappedKey(ctx, orig); err != nil {
 		t.Fatalf("CreateWrappedKey: %v", err)
 	}
+	current := func(what string) pulsebase.WrappedKey {
+		t.Helper()
+		got, err := s.WrappedKey(ctx, "u1", "data")
+		if err != nil {
+			t.Fatalf("%s: WrappedKey: %v", what, err)
+		}
+		return got
+	}
 
-	// Success: the KEK id matches.
+	// Success: the key is exactly as expected (a re-wrap under a new KEK).
 	rewrapped := key("u1", "data", "kek-2", "under kek-2")
 	rewrapped.Created = t0.Add(-time.Hour) // must be ignored: creation time never changes
 	rewrapped.Updated = t0.Add(time.Minute)
-	if err := s.UpdateWrappedKey(ctx, rewrapped, "kek-1"); err != nil {
-		t.Fatalf("UpdateWrappedKey(expect kek-1): %v", err)
-	}
-	got, err := s.WrappedKey(ctx, "u1", "data")
-	if err != nil {
-		t.Fatalf("WrappedKey: %v", err)
+	if err := s.UpdateWrappedKey(ctx, rewrapped, orig); err != nil {
+		t.Fatalf("UpdateWrappedKey(expect orig): %v", err)
 	}
 	want := rewrapped
 	want.Created = orig.Created
-	sameKey(t, "after UpdateWrappedKey", got, want)
+	sameKey(t, "after UpdateWrappedKey", current("after re-wrap"), want)
 
-	// Conflict: the key is no longer under kek-1; nothing changes.
+	// Conflict: the KEK id differs; nothing changes.
 	lost := key("u1", "data", "kek-3", "under kek-3")
 	lost.Updated = t0.Add(2 * time.Minute)
-	err = s.UpdateWrappedKey(ctx, lost, "kek-1")
-	wantCode(t, err, pulsebase.ECONFLICT)
-	got, err = s.WrappedKey(ctx, "u1", "data")
-	if err != nil {
-		t.Fatalf("WrappedKey: %v", err)
-	}
-	sameKey(t, "after conflicting UpdateWrappedKey", got, want)
+	wantCode(t, s.UpdateWrappedKey(ctx, lost, orig), pulsebase.ECONFLICT)
+	sameKey(t, "after UpdateWrappedKey with a stale KEK id", current("stale KEK id"), want)
 
-	// Not found: no such key, whatever the expected KEK id.
-	err = s.UpdateWrappedKey(ctx, key("u1", "missing", "kek-2", "x"), "kek-1")
-	wantCode(t, err, pulsebase.ENOTFOUND)
-	err = s.UpdateWrappedKey(ctx, key("u2", "data", "kek-2", "x"), "kek-2")
-	wantCode(t, err, pulsebase.ENOTFOUND)
+	// Conflict: same KEK id, other ciphertext (the key's versions were rotated meanwhile).
+	staleCiphertext := key("u1", "data", "kek-2", "under kek-2, before a rotation")
+	wantCode(t, s.UpdateWrappedKey(ctx, lost, staleCiphertext), pulsebase.ECONFLICT)
+	sameKey(t, "after UpdateWrappedKey with a stale ciphertext", current("stale ciphertext"), want)
+
+	// Success: same KEK, new ciphertext (a rotation of the key's versions).
+	rotated := key("u1", "data", "kek-2", "rotated under kek-2")
+	rotated.Updated = t0.Add(3 * time.Minute)
+	if err := s.UpdateWrappedKey(ctx, rotated, want); err != nil {
+		t.Fatalf("UpdateWrappedKey(rotation): %v", err)
+	}
+	want = rotated
+	want.Created = orig.Created
+	sameKey(t, "after rotation", current("after rotation"), want)
+
+	// An empty ciphertext compares like any other.
+	empty := key("u1", "empty", "kek-1", "")
+	empty.Ciphertext = nil
+	if _, err := s.CreateWrappedKey(ctx, empty); err != nil {
+		t.Fatalf("CreateWrappedKey(empty): %v", err)
+	}
+	if err := s.UpdateWrappedKey(ctx, key("u1", "empty", "kek-2", "filled"), empty); err != nil {
+		t.Errorf("UpdateWrappedKey(expect an empty ciphertext): %v", err)
+	}
+
+	// Not found: no such key, whatever the expectation.
+	wantCode(t, s.UpdateWrappedKey(ctx, key("u1", "missing", "kek-2", "x"), orig), pulsebase.ENOTFOUND)
+	wantCode(t, s.UpdateWrappedKey(ctx, key("u2", "data", "kek-2", "x"), key("u2", "data", "kek-2", "x")), pulsebase.ENOTFOUND)
 	if _, err := s.WrappedKey(ctx, "u1", "missing"); pulsebase.ErrorCode(err) != pulsebase.ENOTFOUND {
 		t.Errorf("UpdateWrappedKey of a missing key created it: WrappedKey got %v", err)
 	}
-}
 
-func testDeleteWrappedKeys(t *testing.T, open Opener) {
-	s, _ := openStore(t, open)
-	ctx := t.Context()
-	keys := []pulsebase.WrappedKey{
-		key("u1", "data", "kek-1", "u1 data"),
-		key("u1", "index", "kek-1", "u1 index"),
-		key("u2", "data", "kek-1", "u2 data"),
-		key("system", "u1", "kek-1", "named like u1, owned by system"),
+	// Erased: the owner's keys are gone for good, and an update cannot bring one back.
+	doomed := key("u3", "data", "kek-1", "u3")
+	if _, err := s.CreateWrappedKey(ctx, doomed); err != nil {
+		t.Fatalf("CreateWrappedKey(u3): %v", err)
 	}
-	for _, k := range keys {
-		if _, err := s.CreateWrappedKey(ctx, k); err != nil {
-			t.Fatalf("CreateWrappedKey(%s/%s): %v", k.Owner, k.Name, err)
-		}
+	if err := s.EraseKeys(ctx, "u3", t0); err != nil {
+		t.Fatalf("EraseKeys(u3): %v", err)
 	}
-	if err := s.DeleteWrappedKeys(ctx, "u1"); err != nil {
-		t.Fatalf("DeleteWrappedKeys(u1): %v", err)
-	}
-	for _, k := range keys {
-		got, err := s.WrappedKey(ctx, k.Owner, k.Name)
-		if k.Owner == "u1" {
-			if pulsebase.ErrorCode(err) != pulsebase.ENOTFOUND {
-				t.Errorf("WrappedKey(%s/%s) after deleting u1: got %v, want %s", k.Owner, k.Name, err, pulsebase.ENOTFOUND)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("WrappedKey(%s/%s) after deleting u1: %v, want it kept", k.Owner, k.Name, err)
-			continue
-		}
-		sameKey(t, "kept key", got, k)
-	}
-	// Deleting again, or an owner that never had keys, is not an error.
-	for _, owner := range []string{"u1", "nobody"} {
-		if err := s.DeleteWrappedKeys(ctx, owner); err != nil {
-			t.Errorf("DeleteWrappedKeys(%s): %v, want nil", owner, err)
-		}
-	}
-	// The name is free again: crypto-shredding is followed by a fresh key on re-signup.
-	fresh := key("u1", "data", "kek-2", "fresh")
-	got, err := s.CreateWrappedKey(ctx, fresh)
-	if err != nil {
-		t.Fatalf("CreateWrappedKey after delete: %v", err)
-	}
-	sameKey(t, "CreateWrappedKey after delete", got, fresh)
+	wantCode(t, s.UpdateWrappedKey(ctx, key("u3", "data", "kek-2", "back"), doomed), pulsebase.EERASED)
+	_, err := s.WrappedKey(ctx, "u3", "data")
+	wantCode(t, err, pulsebase.EERASED)
 }
 
 func testTimes(t *testing.T, open Opener) {
@@ -472,6 +468,24 @@ func testReopen(t *testing.T, open Opener) {
 	if _, err := s.CreateWrappedKey(ctx, k); err != nil {
 		t.Fatalf("CreateWrappedKey: %v", err)
 	}
+	if err := s.EraseKeys(ctx, "gone", t0); err != nil {
+		t.Fatalf("EraseKeys: %v", err)
+	}
+	kek := pulsebase.KEKInfo{ID: "kek-1", URI: "local:///kek-1", Created: t0}
+	if err := s.RegisterKEK(ctx, kek); err != nil {
+		t.Fatalf("RegisterKEK: %v", err)
+	}
+	if err := s.SetPrimaryKEK(ctx, "kek-1"); err != nil {
+		t.Fatalf("SetPrimaryKEK: %v", err)
+	}
+	event := pulsebase.KeyEvent{At: t0, Actor: "test", Action: "user.erase", Detail: `{"user":"gone"}`}
+	if err := s.AppendKeyEvent(ctx, event); err != nil {
+		t.Fatalf("AppendKeyEvent: %v", err)
+	}
+	consent := consentRecord("u1", 1, "sealed")
+	if err := s.AppendConsent(ctx, consent); err != nil {
+		t.Fatalf("AppendConsent: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -494,4 +508,16 @@ func testReopen(t *testing.T, open Opener) {
 		t.Fatalf("WrappedKey after reopen: %v", err)
 	}
 	sameKey(t, "WrappedKey after reopen", gotKey, k)
+	_, err = s2.WrappedKey(ctx, "gone", "data")
+	wantCode(t, err, pulsebase.EERASED)
+	kek.Primary = true
+	wantKEKs(t, "KEKs after reopen", s2, kek)
+	if events, err := s2.KeyEvents(ctx); err != nil || len(events) != 1 || events[0].Detail != event.Detail {
+		t.Errorf("KeyEvents after reopen: got %+v, %v; want the one event", events, err)
+	}
+	gotConsent, err := s2.LatestConsent(ctx, "u1")
+	if err != nil {
+		t.Fatalf("LatestConsent after reopen: %v", err)
+	}
+	sameConsent(t, "LatestConsent after reopen", gotConsent, consent)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/vault"
@@ -37,11 +38,7 @@ func BenchmarkIngestEncryption(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			kek, err := vault.OpenLocalKEK(filepath.Join(dir, "kek.json"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			v, err := vault.New(ctx, store, kek, vault.Options{})
+			v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -51,13 +48,21 @@ func BenchmarkIngestEncryption(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer brk.Close()
-			svc := ingest.NewService(v, brk, nil, log, nil)
+			cons, err := consent.New(ctx, store, v, brk.JetStream(), 1, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc := ingest.NewService(v, cons, brk, nil, log, nil)
 
 			const users, batchSize = 8, 500
 			ids := make([]string, users)
 			for i := range ids {
 				ids[i] = fmt.Sprintf("ubench%d", i)
 				if _, err := v.UserKeys(ctx, ids[i]); err != nil {
+					b.Fatal(err)
+				}
+				all := pulsebase.Consent{Collect: map[pulsebase.Category]bool{pulsebase.CategoryHeart: true}}
+				if _, err := cons.Set(ctx, ids[i], all, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
 					b.Fatal(err)
 				}
 				if mode == "noop" {

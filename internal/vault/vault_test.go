@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/vault"
@@ -16,7 +17,6 @@ import (
 type env struct {
 	dir   string
 	store *sqlite.Store
-	kek   *vault.LocalKEK
 	v     *vault.Vault
 }
 
@@ -28,15 +28,11 @@ func open(t *testing.T, dir string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	kek, err := vault.OpenLocalKEK(filepath.Join(dir, "keys", "kek.json"))
+	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir, CacheSize: 2, RegistryRefresh: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := vault.New(ctx, store, kek, vault.Options{CacheSize: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{dir: dir, store: store, kek: kek, v: v}
+	return &env{dir: dir, store: store, v: v}
 }
 
 func TestSealOpenBindsUserKindAndRecord(t *testing.T) {
@@ -136,7 +132,7 @@ func TestConcurrentFirstUseCreatesOneKey(t *testing.T) {
 	e := open(t, t.TempDir())
 	ctx := context.Background()
 	// A second vault over the same store races the first, as two ingest processes would.
-	v2, err := vault.New(ctx, e.store, e.kek, vault.Options{})
+	v2, err := vault.Open(ctx, e.store, vault.Config{DataDir: e.dir})
 	if err != nil {
 		t.Fatal(err)
 	}

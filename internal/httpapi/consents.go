@@ -1,0 +1,115 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/pulsebase/pulsebase"
+)
+
+// ownUser resolves the {user} of a user-scoped path for the caller: "me" or the caller's
+// own internal id. Anyone else's id answers 404, so that a caller cannot learn which ids
+// exist. (Coaches reading users who granted them access come with issue [6].)
+func (s *Server) ownUser(w http.ResponseWriter, r *http.Request) (pulsebase.User, bool) {
+	usr, err := s.deps.Users.Resolve(r.Context(), principal(r).Subject)
+	if err != nil {
+		s.internalError(w, r, "resolve user", err)
+		return pulsebase.User{}, false
+	}
+	if id := r.PathValue("user"); id != "me" && id != usr.ID {
+		writeProblem(w, pulsebase.ENOTFOUND, "no such user")
+		return pulsebase.User{}, false
+	}
+	return usr, true
+}
+
+// consentBody is the body of PUT …/consents.
+type consentBody struct {
+	Collect  map[pulsebase.Category]bool `json:"collect"`
+	Purposes map[pulsebase.Purpose]bool  `json:"purposes"`
+}
+
+func (s *Server) handleGetConsents(w http.ResponseWriter, r *http.Request) {
+	usr, ok := s.ownUser(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.deps.Consent.Get(r.Context(), usr.ID)
+	if err != nil {
+		s.serviceError(w, r, "get consent", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) handlePutConsents(w http.ResponseWriter, r *http.Request) {
+	usr, ok := s.ownUser(w, r)
+	if !ok {
+		return
+	}
+	var body consentBody
+	if !decodeJSONBody(w, r, &body, 64<<10) {
+		return
+	}
+	p := principal(r)
+	c, err := s.deps.Consent.Set(r.Context(), usr.ID, pulsebase.Consent{Collect: body.Collect, Purposes: body.Purposes},
+		pulsebase.Actor{Subject: p.Subject, Role: p.Role, Device: p.Device, TokenID: p.TokenID})
+	if err != nil {
+		s.serviceError(w, r, "set consent", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) handleConsentHistory(w http.ResponseWriter, r *http.Request) {
+	usr, ok := s.ownUser(w, r)
+	if !ok {
+		return
+	}
+	h, err := s.deps.Consent.History(r.Context(), usr.ID)
+	if err != nil {
+		s.serviceError(w, r, "consent history", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"history": h})
+}
+
+// decodeJSONBody reads a small JSON request body into v, answering 415, 413 or 400 itself
+// when it cannot. Unknown fields are refused, so a misspelt member is not silently lost.
+func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	if media, err := mediaType(r); err != nil || media != "application/json" {
+		writeProblem(w, pulsebase.EUNSUPPORTED, "send application/json")
+		return false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeProblem(w, pulsebase.ETOOLARGE, "the body is too large")
+		} else {
+			writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+		}
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil || dec.More() {
+		writeProblem(w, pulsebase.EINVALID, "the body is not the expected JSON object")
+		return false
+	}
+	return true
+}
+
+// serviceError answers a service's error: its own code when it is an *Error meant for the
+// caller, 500 otherwise.
+func (s *Server) serviceError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	var e *pulsebase.Error
+	if errors.As(err, &e) && e.Code != pulsebase.EINTERNAL {
+		writeProblem(w, e.Code, e.Message)
+		return
+	}
+	s.internalError(w, r, what, err)
+}
