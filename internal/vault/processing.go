@@ -123,9 +123,10 @@ func (v *Vault) RotateProcessingKey(ctx context.Context, grace time.Duration, ac
 	default:
 		return ProcessingKey{}, err
 	}
+	// Every older key is accepted for at most grace from now.
 	for i := range keys {
-		if keys[i].NotAfter.IsZero() {
-			keys[i].NotAfter = now.Add(grace)
+		if end := now.Add(grace); keys[i].NotAfter.IsZero() || end.Before(keys[i].NotAfter) {
+			keys[i].NotAfter = end
 		}
 	}
 	keys = append([]ProcessingKey{nk}, keys...)
