@@ -40,6 +40,7 @@ type benchConfig struct {
 	Baseline    string
 	NATSURL     string
 	JSON        string // file for the JSON report; "" means none
+	Sealed      bool   // seal every batch to the processing key
 }
 
 func (c *benchConfig) flags(fs *flag.FlagSet) {
@@ -54,6 +55,7 @@ func (c *benchConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "process id `PID` of the server on this machine: report its memory and CPU time from /proc")
 	fs.StringVar(&c.Baseline, "baseline", baselineNone, "what to run (`KIND`): none (HTTP only), broker (publish the same load straight to JetStream) or both (broker, then HTTP, and their ratio)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "nats:// `URL` of the server's broker for --baseline (serve with --nats-listen)")
+	fs.BoolVar(&c.Sealed, "sealed", false, "seal every batch to the server's processing key (application/pulsebase-sealed+json), as privacy-minded devices do")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to `FILE`")
 }
 
@@ -207,6 +209,9 @@ func benchHTTP(ctx context.Context, cfg benchConfig, w *loadgen.Workload, opts l
 		return nil, err
 	}
 	defer t.Close()
+	if cfg.Sealed {
+		t.Seal()
+	}
 	fmt.Fprintf(stderr, "bench: creating %d users on %s\n", w.Users(), cfg.Server)
 	if err := t.WarmUp(ctx, cfg.Concurrency); err != nil {
 		return nil, fmt.Errorf("warm up (is the server up, on this data directory?): %w", err)

@@ -77,6 +77,13 @@ func TestBench(t *testing.T) {
 		}
 	})
 
+	t.Run("sealed batches", func(t *testing.T) {
+		sum := bench(t, "--duration", "1s", "--sealed")
+		if len(sum.Runs) != 1 || sum.Runs[0].Target != "http-sealed" {
+			t.Fatalf("got %d runs, want one http-sealed run", len(sum.Runs))
+		}
+	})
+
 	// Open loop: 2,000 samples/s in batches of 40 is a request due every 20 ms, 50 in 1 s,
 	// whatever the server does. The users are those of the run above: a second run with
 	// the same users must still send nothing the server has seen.

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pulsebase/pulsebase"
 )
 
 // HTTPTarget posts a Workload's requests to POST /v1/samples of a Pulsebase server, each
@@ -22,7 +24,17 @@ type HTTPTarget struct {
 	w       *Workload
 	client  *http.Client
 	timeout time.Duration
+
+	// sealed posts every batch sealed to the processing key (as application/
+	// pulsebase-sealed+json); key and userIDs are learnt in WarmUp.
+	sealed  bool
+	key     pulsebase.ProcessingKey
+	userIDs []string
 }
+
+// Seal makes the target seal every batch to the server's processing key, as a device
+// that wants the ingest tier not to read its samples does. Call it before WarmUp.
+func (t *HTTPTarget) Seal() { t.sealed = true }
 
 // NewHTTPTarget returns a target for the server at baseURL (http://host:port). tokens[u]
 // is the bearer token of w.Subject(u); there must be one per user. conns is the most
@@ -50,8 +62,13 @@ func NewHTTPTarget(baseURL string, tokens []string, w *Workload, conns int, time
 	}, nil
 }
 
-// Name is "http".
-func (t *HTTPTarget) Name() string { return "http" }
+// Name is "http", or "http-sealed" for sealed batches.
+func (t *HTTPTarget) Name() string {
+	if t.sealed {
+		return "http-sealed"
+	}
+	return "http"
+}
 
 // Close closes the idle connections.
 func (t *HTTPTarget) Close() { t.client.CloseIdleConnections() }
@@ -59,13 +76,21 @@ func (t *HTTPTarget) Close() { t.client.CloseIdleConnections() }
 // WarmUp asks GET /v1/users/me for every user, so that the server creates the users and
 // their keys before the clock starts rather than during the first requests.
 func (t *HTTPTarget) WarmUp(ctx context.Context, concurrency int) error {
+	if t.sealed {
+		if err := t.getJSON(ctx, "", "/v1/keys/processing", &struct {
+			Keys []*pulsebase.ProcessingKey `json:"keys"`
+		}{Keys: []*pulsebase.ProcessingKey{&t.key}}); err != nil {
+			return err
+		}
+	}
+	t.userIDs = make([]string, len(t.tokens))
 	errc := make(chan error, len(t.tokens))
 	sem := make(chan struct{}, concurrency)
-	for _, tok := range t.tokens {
+	for u, tok := range t.tokens {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			errc <- t.me(ctx, tok)
+			errc <- t.me(ctx, u, tok)
 		}()
 	}
 	var errs []error
@@ -77,37 +102,53 @@ func (t *HTTPTarget) WarmUp(ctx context.Context, concurrency int) error {
 	return errors.Join(errs...)
 }
 
-func (t *HTTPTarget) me(ctx context.Context, tok string) error {
+// getJSON GETs path with tok (if any) and decodes the 200 answer into out.
+func (t *HTTPTarget) getJSON(ctx context.Context, tok, path string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/v1/users/me", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+path, nil)
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
+	}
+	return json.Unmarshal(body, out)
+}
+
+func (t *HTTPTarget) me(ctx context.Context, u int, tok string) error {
+	var me struct {
+		ID string `json:"id"`
+	}
+	if err := t.getJSON(ctx, tok, "/v1/users/me", &me); err != nil {
+		return err
+	}
+	t.userIDs[u] = me.ID
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	// Like an app, record the user's consent before sending data: without it every sample
+	// would be rejected with no_consent.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, t.base+"/v1/users/me/consents", strings.NewReader(benchConsent))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /v1/users/me: %s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	// Like an app, record the user's consent before sending data: without it every sample
-	// would be rejected with no_consent.
-	req, err = http.NewRequestWithContext(ctx, http.MethodPut, t.base+"/v1/users/me/consents", strings.NewReader(benchConsent))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err = t.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ = io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("PUT /v1/users/me/consents: %s: %s", resp.Status, bytes.TrimSpace(body))
 	}
@@ -123,35 +164,59 @@ type ingestResult struct {
 	Duplicates int               `json:"duplicates"`
 	Rejected   []json.RawMessage `json:"rejected"`
 	Detail     string            `json:"detail"`
+	Sealed     *struct {
+		Duplicate bool `json:"duplicate"`
+	} `json:"sealed"`
 }
 
 // Send posts request n.
 func (t *HTTPTarget) Send(ctx context.Context, n int64) Outcome {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/samples", bytes.NewReader(t.w.Body(n)))
+	body, ct := t.w.Body(n), "application/json"
+	if t.sealed {
+		// Sealing is the device's work: it is done here, inside the request's time, as a
+		// device would before sending.
+		sb, err := pulsebase.SealBatch(t.key, t.userIDs[t.w.User(n)], body)
+		if err == nil {
+			body, err = json.Marshal(sb)
+		}
+		if err != nil {
+			return Outcome{Status: "error", Err: err}
+		}
+		ct = pulsebase.MediaSealed
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/samples", bytes.NewReader(body))
 	if err != nil {
 		return Outcome{Status: "error", Err: err}
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", ct)
 	req.Header.Set("Authorization", "Bearer "+t.tokens[t.w.User(n)])
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return Outcome{Status: "error", Err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	o := Outcome{Status: strconv.Itoa(resp.StatusCode)}
 	if err != nil {
 		o.Err = fmt.Errorf("read response: %w", err)
 		return o
 	}
 	var res ingestResult
-	if jerr := json.Unmarshal(body, &res); jerr != nil && resp.StatusCode == http.StatusAccepted {
+	if jerr := json.Unmarshal(answer, &res); jerr != nil && resp.StatusCode == http.StatusAccepted {
 		o.Err = fmt.Errorf("decode response: %w", jerr)
 		return o
 	}
 	o.Accepted, o.Duplicates, o.Rejected = res.Accepted, res.Duplicates, len(res.Rejected)
+	if res.Sealed != nil {
+		// A sealed batch is stored whole; its samples are counted by the processor.
+		if res.Sealed.Duplicate {
+			o.Duplicates = t.w.Batch()
+		} else {
+			o.Accepted = t.w.Batch()
+		}
+	}
 	if resp.StatusCode != http.StatusAccepted {
 		o.Err = fmt.Errorf("%s: %s", resp.Status, res.Detail)
 	}
