@@ -52,15 +52,17 @@ func LoadCertificate(certFile, keyFile string) (tls.Certificate, error) {
 // development and closed networks; clients must be told to trust it.
 func SelfSignedCertificate(dir string, hosts []string) (tls.Certificate, error) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	// One data dir serves one server (the embedded broker locks it), so replacing a
+	// half-present or expiring pair cannot race another process.
 	if c, err := LoadCertificate(certFile, keyFile); err == nil {
 		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil && time.Until(leaf.NotAfter) > 30*24*time.Hour {
 			return c, nil
 		}
-		os.Remove(certFile)
-		os.Remove(keyFile)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return tls.Certificate{}, err
 	}
+	os.Remove(certFile)
+	os.Remove(keyFile)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -78,9 +80,9 @@ func SelfSignedCertificate(dir string, hosts []string) (tls.Certificate, error) 
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range append([]string{"localhost", "127.0.0.1", "::1"}, hosts...) {
-		if ip := net.ParseIP(h); ip != nil {
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
+		} else if ip == nil && h != "" {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
