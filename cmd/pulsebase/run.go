@@ -76,7 +76,9 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		msg := fmt.Sprintf("unexpected argument %q", fs.Arg(0))
+		fmt.Fprintln(stderr, "pulsebase:", msg)
+		return &usageError{msg}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

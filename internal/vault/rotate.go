@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
@@ -125,11 +126,7 @@ func (v *Vault) rewrapAll(ctx context.Context, kekID string, to KEK, res *Rotati
 			return seen, fmt.Errorf("list keys of kek %s: %w", kekID, err)
 		}
 		for _, wk := range page {
-			h, err := v.unwrap(ctx, wk)
-			if err != nil {
-				return seen, err
-			}
-			nk, err := wrapWith(to, wk.Owner, wk.Name, h)
+			nk, err := v.rewrap(ctx, wk, to)
 			if err != nil {
 				return seen, err
 			}
@@ -153,6 +150,23 @@ func (v *Vault) rewrapAll(ctx context.Context, kekID string, to KEK, res *Rotati
 		last := page[len(page)-1]
 		afterOwner, afterName = last.Owner, last.Name
 	}
+}
+
+// rewrap unwraps wk and wraps it again under to, in memory. Raw secrets (the processing
+// tier's, named rawPrefix…) are not Tink keysets and are wrapped as they are.
+func (v *Vault) rewrap(ctx context.Context, wk pulsebase.WrappedKey, to KEK) (pulsebase.WrappedKey, error) {
+	if strings.HasPrefix(wk.Name, rawPrefix) {
+		b, err := v.unwrapRaw(ctx, wk)
+		if err != nil {
+			return pulsebase.WrappedKey{}, err
+		}
+		return wrapRawWith(to, wk.Owner, wk.Name, b)
+	}
+	h, err := v.unwrap(ctx, wk)
+	if err != nil {
+		return pulsebase.WrappedKey{}, err
+	}
+	return wrapWith(to, wk.Owner, wk.Name, h)
 }
 
 // RotateUser adds a new primary key version to user's data keyset: new writes use it,

@@ -82,6 +82,19 @@ func TestRotateKEK(t *testing.T) {
 	for u, ct := range cts {
 		mustOpen(t, fresh, u, ct)
 	}
+	// A process still configured with the old default KEK uses the registry's primary: it
+	// neither recreates the deleted file nor registers anything.
+	dflt, err := vault.Open(ctx, e.store, vault.Config{DataDir: e.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, dflt, "u00", cts["u00"])
+	if _, err := os.Stat(filepath.Join(e.dir, "keys", "kek.json")); err == nil {
+		t.Error("opening with the retired default KEK recreated its file")
+	}
+	if infos, _ := e.store.KEKs(ctx); len(infos) != 1 || infos[0].ID != res.To {
+		t.Errorf("got registry %+v, want only the new KEK", infos)
+	}
 	events, err := e.store.KeyEvents(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -310,5 +323,37 @@ func TestOpenKEKRefusesUnknownSchemes(t *testing.T) {
 		if _, err := vault.OpenKEK(context.Background(), uri, t.TempDir()); err == nil {
 			t.Errorf("%s: got a KEK, want an error", uri)
 		}
+	}
+}
+
+// TestRotateKEKMovesProcessingSecrets: the processing tier's HPKE secrets are raw secrets,
+// not Tink keysets, and move to the new KEK like every other key.
+func TestRotateKEKMovesProcessingSecrets(t *testing.T) {
+	e := open(t, t.TempDir())
+	ctx := context.Background()
+	if err := e.v.EnsureProcessingKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := e.v.ProcessingKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := pulsebase.SealBatch(keys[0], "ualice", []byte("batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.v.RotateKEK(ctx, "local://keys/kek-2.json", "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if onlyKEK(t, kekCounts(t, e.store)) != res.To {
+		t.Fatal("keys are left under the old KEK")
+	}
+	if err := os.Remove(filepath.Join(e.dir, "keys", "kek.json")); err != nil {
+		t.Fatal(err)
+	}
+	pt, err := mustVault(t, e).OpenBatch(ctx, sealed.KeyID, "ualice", sealed.Sealed)
+	if err != nil || string(pt) != "batch" {
+		t.Errorf("after the rotation: got %q, %v; want the sealed batch to open", pt, err)
 	}
 }

@@ -123,16 +123,40 @@ func Open(ctx context.Context, store Store, cfg Config) (*Vault, error) {
 	}
 	v := &Vault{store: store, cfg: cfg, log: cfg.Log, keks: map[string]KEK{},
 		cache: expirable.NewLRU[string, *Keys](cfg.CacheSize, nil, cfg.CacheTTL)}
-	kek, err := OpenKEK(ctx, cfg.KEKURI, cfg.DataDir)
+	infos, err := store.KEKs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open kek: %w", err)
+		return nil, fmt.Errorf("kek registry: %w", err)
 	}
-	v.keks[kek.ID()] = kek
-	if err := store.RegisterKEK(ctx, pulsebase.KEKInfo{ID: kek.ID(), URI: cfg.KEKURI, Created: time.Now().UTC()}); err != nil {
-		return nil, fmt.Errorf("register kek: %w", err)
+	registered := false
+	for _, k := range infos {
+		registered = registered || k.URI == cfg.KEKURI
 	}
-	if err := v.refreshPrimary(ctx, kek.ID()); err != nil {
-		return nil, err
+	switch {
+	case len(infos) == 0:
+		// A new deployment: the configured KEK (created if it is a local file) becomes
+		// the first and primary one.
+		kek, err := OpenKEK(ctx, cfg.KEKURI, cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("open kek: %w", err)
+		}
+		v.keks[kek.ID()] = kek
+		if err := store.RegisterKEK(ctx, pulsebase.KEKInfo{ID: kek.ID(), URI: cfg.KEKURI, Created: time.Now().UTC()}); err != nil {
+			return nil, fmt.Errorf("register kek: %w", err)
+		}
+		if err := v.refreshPrimary(ctx, kek.ID()); err != nil {
+			return nil, err
+		}
+	default:
+		// The registry decides. A configured KEK it does not list (say, the old default
+		// after a rotation to an HSM) is neither opened, nor created, nor registered:
+		// only `keys rotate-kek` adds KEKs.
+		if !registered {
+			v.log.Warn("the configured kek is not in the registry; using the registry's primary kek (rotate with 'pulsebase keys rotate-kek')",
+				"configured", redact(cfg.KEKURI))
+		}
+		if err := v.refreshPrimary(ctx, ""); err != nil {
+			return nil, err
+		}
 	}
 	h, err := v.loadOrCreate(ctx, SystemOwner, keySubjectHash, prf.HMACSHA256PRFKeyTemplate())
 	if err != nil {
