@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,9 +64,6 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	fs.Usage = usageFunc(fs, synopsis)
 	if err := parseFlags(fs, rest, getenv, stderr); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	switch {

@@ -40,7 +40,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprint(stderr, topUsage)
 		return &usageError{"no command given"}
 	}
-	cmd, rest := args[0], args[1:]
+	err := dispatch(ctx, args[0], args[1:], getenv, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return nil // --help was asked for and printed
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return runServe(ctx, rest, getenv, stdout, stderr)
@@ -100,7 +107,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, std
 	return err
 }
 
-// errHelp means --help was asked for and printed: exit 0.
+// errHelp means --help was asked for and printed: run returns nil for it (exit 0).
 var errHelp = errors.New("help requested")
 
 // envName is the environment twin of a flag: --http-addr ↔ PULSEBASE_HTTP_ADDR.

@@ -206,9 +206,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	cfg.flags(fs)
 	fs.Usage = usageFunc(fs, serveSynopsis)
 	if err := parseFlags(fs, args, getenv, stderr); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	if err := cfg.validate(); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,9 +22,6 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		"Prints one bearer token signed by the built-in issuer's key in the data directory\n"+
 		"(created on first use, as 'pulsebase serve' would).")
 	if err := parseFlags(fs, args, getenv, stderr); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
 		return err
 	}
 	req := auth.TokenRequest{Subject: *user, Role: pulsebase.Role(*role), Device: *device, TTL: *ttl}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -84,14 +85,8 @@ func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, limit int64) 
 		writeProblem(w, pulsebase.EUNSUPPORTED, "send application/json")
 		return false
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeProblem(w, pulsebase.ETOOLARGE, "the body is too large")
-		} else {
-			writeProblem(w, pulsebase.EINVALID, "the body could not be read")
-		}
+	b, ok := readBody(w, r, limit)
+	if !ok {
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -112,4 +107,19 @@ func (s *Server) serviceError(w http.ResponseWriter, r *http.Request, what strin
 		return
 	}
 	s.internalError(w, r, what, err)
+}
+
+// readBody reads r's body up to limit bytes, answering 413 or 400 itself when it cannot.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeProblem(w, pulsebase.ETOOLARGE, fmt.Sprintf("the body is larger than %d KiB", limit>>10))
+		} else {
+			writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+		}
+		return nil, false
+	}
+	return b, true
 }

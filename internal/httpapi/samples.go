@@ -3,8 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 
@@ -37,14 +35,8 @@ func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, pulsebase.ErrorCode(err), pulsebase.ErrorMessage(err))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeProblem(w, pulsebase.ETOOLARGE, "the body is larger than 4 MiB")
-			return
-		}
-		writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+	body, ok := readBody(w, r, MaxBodyBytes)
+	if !ok {
 		return
 	}
 	in, err := ingest.DecodeBatch(ct, body, MaxSamples)
@@ -90,14 +82,8 @@ func batchCode(rej []pulsebase.Rejection) string {
 
 // handleSealed stores a batch sealed to the processing tier without opening it.
 func (s *Server) handleSealed(w http.ResponseWriter, r *http.Request, usr pulsebase.User, p pulsebase.Principal) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeProblem(w, pulsebase.ETOOLARGE, "the body is larger than 4 MiB")
-			return
-		}
-		writeProblem(w, pulsebase.EINVALID, "the body could not be read")
+	body, ok := readBody(w, r, MaxBodyBytes)
+	if !ok {
 		return
 	}
 	var b ingest.SealedBatch
