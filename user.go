@@ -121,6 +121,7 @@ type Store interface {
 	KEKStore
 	KeyEventStore
 	ConsentStore
+	DerivedStore
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	Close() error

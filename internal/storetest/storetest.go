@@ -52,6 +52,8 @@ func Run(t *testing.T, open Opener) {
 		{"KeyEvents", testKeyEvents},
 		{"Consent", testConsent},
 		{"AppendConsentConcurrent", testAppendConsentConcurrent},
+		{"Derived", testDerived},
+		{"CommitPartitionFencingConcurrent", testCommitPartitionFencingConcurrent},
 		{"Times", testTimes},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
