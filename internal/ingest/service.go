@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -78,6 +77,7 @@ func (s *Service) Ingest(ctx context.Context, user string, p pulsebase.Principal
 	types := make([]string, 0, len(in)) // types[i] is the type of msgs[i], for metrics
 	seen := make(map[string]struct{}, len(in))
 	collect := map[pulsebase.Category]bool{} // consent answers, asked once per category per batch
+	var buf []byte                           // the record being sealed, reused
 	for i := range in {
 		smp, problems := pulsebase.Normalize(in[i], now)
 		if len(problems) > 0 {
@@ -109,11 +109,8 @@ func (s *Service) Ingest(ctx context.Context, user string, p pulsebase.Principal
 		smp.Device = p.Device
 		smp.Subject = p.Subject
 		smp.Received = received
-		pt, err := json.Marshal(&smp)
-		if err != nil {
-			return res, fmt.Errorf("encode sample: %w", err)
-		}
-		ct, err := keys.Seal(KindSample, id, pt)
+		buf = AppendSample(buf[:0], &smp)
+		ct, err := keys.Seal(KindSample, id, buf)
 		if err != nil {
 			return res, fmt.Errorf("seal sample: %w", err)
 		}
@@ -182,7 +179,7 @@ func OpenSample(keys *vault.Keys, id string, data []byte) (pulsebase.Sample, err
 	if err != nil {
 		return smp, err
 	}
-	if err := json.Unmarshal(pt, &smp); err != nil {
+	if smp, err = DecodeSample(pt); err != nil {
 		return smp, fmt.Errorf("decode sample: %w", err)
 	}
 	return smp, nil

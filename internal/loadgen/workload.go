@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/ingest"
 )
 
 // MaxBatch is the most samples one request may carry (the API's limit).
@@ -47,7 +48,7 @@ type Workload struct {
 	bodies [][]byte
 	idAt   [][]int
 	// sizes[k][j] is the size in bytes the server stores for sample j of template k:
-	// the JSON of the normalized sample plus the AEAD overhead.
+	// the binary record of the normalized sample plus the AEAD overhead.
 	sizes [][]int
 }
 
@@ -81,11 +82,8 @@ func NewWorkload(batch, users int, now time.Time) (*Workload, error) {
 			}
 			smp.Subject = subject
 			smp.Received = now.UTC()
-			pt, err := json.Marshal(&smp)
-			if err != nil {
-				return nil, err
-			}
-			sizes = append(sizes, len(pt)+sealOverhead)
+			// The size the server stores: the sample record it seals, plus the AEAD's share.
+			sizes = append(sizes, len(ingest.AppendSample(nil, &smp))+sealOverhead)
 			b, err := json.Marshal(in)
 			if err != nil {
 				return nil, err
