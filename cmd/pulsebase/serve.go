@@ -27,6 +27,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/httpapi"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/postgres"
+	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/sim"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
@@ -269,6 +270,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	var coord *processor.Coordinator
+	if slices.Contains(cfg.Roles, "process") {
+		coord, err = processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{
+			Partitions: brk.Partitions(), Replicas: cfg.Replicas, Log: log,
+		})
+		if err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+	}
 	metrics := telemetry.NewMetrics()
 	api := httpapi.New(httpapi.Deps{
 		Issuer:  iss,
@@ -276,6 +286,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		Ingest:  ingest.NewService(vlt, cons, brk, metrics, log, nil),
 		Consent: cons,
 		Vault:   vlt,
+		Store:   store,
 		Metrics: metrics,
 		Ready: func(ctx context.Context) error {
 			if err := brk.Ready(ctx); err != nil {
@@ -321,6 +332,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return vlt.Watch(gctx) })
+	if coord != nil {
+		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log})
+		g.Go(func() error { return coord.Run(gctx, runner) })
+	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })
 	if cfg.Demo {
 		g.Go(func() error { return sim.RunDemo(gctx, baseURL, demoClient, demoTokens(iss), stdout, log) })

@@ -164,6 +164,18 @@ func schemas() obj {
 			"properties": obj{"id": str, "created": dateTime},
 		},
 		"Status": obj{"type": "object", "properties": obj{"status": str}},
+		"Series": obj{
+			"type":     "object",
+			"required": []string{"type", "unit", "resolution", "points"},
+			"properties": obj{
+				"type": str, "unit": str, "resolution": str,
+				"points": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+					"start": dateTime, "count": integer, "sum": obj{"type": "number"}, "min": obj{"type": "number"},
+					"max": obj{"type": "number"}, "mean": obj{"type": "number"}, "last": obj{"type": "number"},
+					"minutes": obj{"type": "object", "additionalProperties": obj{"type": "number"}},
+				}}},
+			},
+		},
 		"SealedBatch": obj{
 			"type":        "object",
 			"required":    []string{"key_id", "sealed"},

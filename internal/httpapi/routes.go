@@ -103,6 +103,20 @@ func (s *Server) routes() []route {
 			Responses: append([]response{{Status: 200, Description: "the receipts", ContentType: "application/json", Schema: "ConsentHistory"}}, authProblems(403, 404)...),
 		},
 		{
+			Method: "GET", Pattern: "/v1/users/{user}/series/{type}", Roles: self, handler: (*Server).handleSeries,
+			ID: "getSeries", Tag: "derived",
+			Summary: "A sample type's buckets between from and to (RFC 3339; default the last 24 h) at resolution 1m, 1h (default) or 1d (the user's local days). Numeric types give count, sum, min, max, mean and last; categorical types give minutes per level.",
+			Params: []param{userParam,
+				{Name: "type", In: "path", Required: true, Description: "a sample type"},
+				{Name: "from", In: "query", Description: "RFC 3339 start (inclusive)"},
+				{Name: "to", In: "query", Description: "RFC 3339 end (exclusive)"},
+				{Name: "resolution", In: "query", Description: "1m, 1h or 1d"}},
+			Responses: append([]response{
+				{Status: 200, Description: "the series", ContentType: "application/json", Schema: "Series"},
+				{Status: 400, Description: "bad range or resolution", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404)...),
+		},
+		{
 			Method: "GET", Pattern: "/v1/keys/processing", handler: (*Server).handleProcessingKeys,
 			ID: "getProcessingKeys", Tag: "samples",
 			Summary: "Public HPKE keys of the processing tier (current first, then retired keys still accepted): seal batches to them with application/pulsebase-sealed+json.",

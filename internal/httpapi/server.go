@@ -39,6 +39,8 @@ type Deps struct {
 	Ingest  *ingest.Service
 	Consent *consent.Service
 	Vault   *vault.Vault
+	// Store serves derived data (series) to the read routes.
+	Store   pulsebase.DerivedStore
 	Metrics *telemetry.Metrics
 	// Ready reports whether the broker and the store are ready; /readyz answers 503 while
 	// it returns an error.

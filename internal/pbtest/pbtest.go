@@ -24,6 +24,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/httpapi"
 	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
@@ -83,10 +84,18 @@ func MustOpenServer(t testing.TB) *Server {
 	go func() { consentDone <- cons.Run(runCtx) }()
 	vaultDone := make(chan error, 1)
 	go func() { vaultDone <- v.Watch(runCtx) }()
+	coord, err := processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{Partitions: brk.Partitions(), LeaseTTL: 2 * time.Second, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procDone := make(chan error, 1)
+	go func() {
+		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: 50 * time.Millisecond, Log: log}))
+	}()
 	m := telemetry.NewMetrics()
 	users := httpapi.NewUsers(store, v)
 	api := httpapi.New(httpapi.Deps{
-		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Metrics: m,
+		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Store: store, Metrics: m,
 		Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())
@@ -95,6 +104,7 @@ func MustOpenServer(t testing.TB) *Server {
 		cancel()
 		<-consentDone
 		<-vaultDone
+		<-procDone
 		brk.Close()
 		store.Close()
 	})

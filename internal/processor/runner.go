@@ -1,0 +1,505 @@
+package processor
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/agg"
+	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/vault"
+	"github.com/pulsebase/pulsebase/internal/window"
+)
+
+// Consent is the consent decision point the runner asks before using a sample.
+type Consent interface {
+	Allowed(ctx context.Context, user string, c pulsebase.Category, p pulsebase.Purpose) (bool, error)
+}
+
+// RunnerConfig tunes a Runner.
+type RunnerConfig struct {
+	// Horizon is the live horizon of the in-memory windows; zero means window.DefaultHorizon.
+	Horizon time.Duration
+	// MinuteHorizon is how long minute buckets stay in memory; zero means 2 hours.
+	MinuteHorizon time.Duration
+	// Flush is the longest time between two commits (and change-feed publications); zero
+	// means 250 ms.
+	Flush time.Duration
+	// Batch is the most messages applied between two commits; zero means 2,000.
+	Batch int
+	Log   *slog.Logger
+}
+
+// Runner is the Handler that processes a partition: it applies the partition's samples,
+// in stream order, to per-user windows, and commits the changed buckets, the users' state
+// and the checkpoint in one fenced transaction, then publishes the changes on each user's
+// change feed.
+type Runner struct {
+	js      jetstream.JetStream
+	store   pulsebase.Store
+	vault   *vault.Vault
+	consent Consent
+	cfg     RunnerConfig
+}
+
+// NewRunner returns a Runner.
+func NewRunner(js jetstream.JetStream, store pulsebase.Store, v *vault.Vault, c Consent, cfg RunnerConfig) *Runner {
+	if cfg.Horizon <= 0 {
+		cfg.Horizon = window.DefaultHorizon
+	}
+	if cfg.MinuteHorizon <= 0 {
+		cfg.MinuteHorizon = 2 * time.Hour
+	}
+	if cfg.Flush <= 0 {
+		cfg.Flush = 250 * time.Millisecond
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 2000
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{js: js, store: store, vault: v, consent: c, cfg: cfg}
+}
+
+// partition is the state of one partition while this process owns it.
+type partition struct {
+	r       *Runner
+	p       int
+	epoch   uint64
+	seq     uint64 // last applied stream sequence
+	applied int    // messages applied since the last commit
+	users   map[string]*userRun
+	dead    []deadLetter
+}
+
+// userRun is a user's state within a partition, and what changed since the last commit.
+type userRun struct {
+	id      string
+	keys    *vault.Keys
+	erased  bool
+	state   *window.State
+	dirty   bool
+	pending map[string]window.Change // bucket key → new value
+	idsets  map[string]map[uint64]bool
+	idDirty map[string]bool
+}
+
+type deadLetter struct {
+	seq    uint64
+	reason string
+}
+
+// Acquired processes partition p until ctx is done.
+func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
+	cp, err := r.store.Checkpoint(ctx, p)
+	if err != nil {
+		return err
+	}
+	if cp.Epoch > epoch {
+		return nil // a newer owner committed already; the coordinator will sort it out
+	}
+	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}}
+	var cons jetstream.Consumer
+	for ctx.Err() == nil {
+		if cons == nil {
+			// (Re)start after the last applied message: after an error the stream
+			// position is ours, not the consumer's.
+			cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.PartitionFilter(p)}, MaxResetAttempts: 2}
+			if pr.seq > 0 {
+				cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+				cfg.OptStartSeq = pr.seq + 1
+			}
+			if cons, err = r.js.OrderedConsumer(ctx, broker.StreamSamples, cfg); err != nil {
+				cons = nil
+				r.retry(ctx, p, "consumer", err)
+				continue
+			}
+		}
+		batch, err := cons.Fetch(r.cfg.Batch, jetstream.FetchMaxWait(r.cfg.Flush))
+		if err != nil {
+			cons = nil
+			r.retry(ctx, p, "fetch", err)
+			continue
+		}
+		for m := range batch.Messages() {
+			if err := pr.apply(ctx, m); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			r.cfg.Log.Warn("fetch", "partition", p, "err", err)
+		}
+		if pr.applied > 0 {
+			if err := pr.commit(ctx); err != nil {
+				if pulsebase.ErrorCode(err) == pulsebase.EFENCED || ctx.Err() != nil {
+					return nil // the partition moved on; stop without writing
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// retry logs a broker error and waits a second (or until ctx is done) before the caller
+// tries again: a broker that is restarting or unreachable must not end the partition.
+func (r *Runner) retry(ctx context.Context, p int, what string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.cfg.Log.Warn("partition "+what+" failed; retrying", "partition", p, "err", err)
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+	}
+}
+
+// apply applies one message.
+func (pr *partition) apply(ctx context.Context, m jetstream.Msg) error {
+	meta, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("message metadata: %w", err)
+	}
+	pr.seq = meta.Sequence.Stream
+	pr.applied++
+	_, user, ok := broker.ParseSampleSubject(m.Subject())
+	if !ok {
+		pr.deadLetter("bad subject")
+		return nil
+	}
+	u, err := pr.user(ctx, user)
+	if err != nil {
+		return err
+	}
+	if u.erased {
+		return nil // shredded: nothing of this user can be read or counted any more
+	}
+	id := m.Headers().Get(jetstream.MsgIDHeader)
+	now := meta.Timestamp
+	if m.Headers().Get(ingest.KindHeader) == ingest.KindSealed {
+		return pr.applySealed(ctx, u, id, m.Data(), now)
+	}
+	smp, err := ingest.OpenSample(u.keys, id, m.Data())
+	if err != nil {
+		pr.deadLetter("sample does not open or decode")
+		return nil
+	}
+	return pr.applySample(ctx, u, smp, id, now)
+}
+
+// applySealed opens a sealed batch with the processing tier's key, validates its samples
+// as ingest would, and applies the valid ones.
+func (pr *partition) applySealed(ctx context.Context, u *userRun, id string, data []byte, now time.Time) error {
+	rec, err := ingest.OpenSealedRecord(u.keys, id, data)
+	if err != nil {
+		pr.deadLetter("sealed record does not open")
+		return nil
+	}
+	pt, err := pr.r.vault.OpenBatch(ctx, rec.KeyID, u.id, rec.Sealed)
+	if err != nil {
+		pr.deadLetter("sealed batch does not open")
+		return nil
+	}
+	in, err := ingest.DecodeBatch(ingest.MediaJSON, pt, 0)
+	if err != nil {
+		pr.deadLetter("sealed batch does not decode")
+		return nil
+	}
+	for i := range in {
+		smp, problems := pulsebase.Normalize(in[i], rec.Received)
+		if len(problems) > 0 {
+			continue // reported on the change feed by the sync work of issue [4]
+		}
+		smp.Device, smp.Subject, smp.Received = rec.Device, rec.Subject, rec.Received
+		sid, err := u.keys.Identity(smp.Identity())
+		if err != nil {
+			return err
+		}
+		if err := pr.applySample(ctx, u, smp, sid, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applySample counts one sample in the user's windows, exactly once.
+func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.Sample, id string, now time.Time) error {
+	t, ok := pulsebase.LookupType(smp.Type)
+	if !ok {
+		pr.deadLetter("unknown sample type")
+		return nil
+	}
+	if ok, err := pr.r.consent.Allowed(ctx, u.id, t.Category, pulsebase.PurposePersonalization); err != nil || !ok {
+		return nil // not consented for personalization (or erased meanwhile): not used
+	}
+	changes, applied, err := u.state.Apply(smp, id, now)
+	switch {
+	case errors.Is(err, window.ErrBackfill):
+		return pr.backfill(ctx, u, smp, id)
+	case err != nil:
+		pr.deadLetter(err.Error())
+		return nil
+	case !applied:
+		return nil // a re-send or a redelivery: counted already
+	}
+	// The id also goes into the stored set of its local day, so that a re-send arriving
+	// after the sample has left the live horizon is still recognised by the backfill path.
+	day := agg.LocalDay(smp)
+	set, err := pr.idset(ctx, u, day)
+	if err != nil {
+		return err
+	}
+	set[window.Fingerprint(id)] = true
+	u.idDirty[day] = true
+	u.dirty = true
+	for _, c := range changes {
+		if err := pr.stage(ctx, u, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// backfill counts a sample older than the live horizon in the stored buckets, using the
+// stored set of ids counted on its local day to count it once.
+func (pr *partition) backfill(ctx context.Context, u *userRun, smp pulsebase.Sample, id string) error {
+	day := agg.LocalDay(smp)
+	set, err := pr.idset(ctx, u, day)
+	if err != nil {
+		return err
+	}
+	fp := window.Fingerprint(id)
+	if set[fp] {
+		return nil
+	}
+	set[fp] = true
+	u.idDirty[day] = true
+	u.dirty = true
+	for _, d := range window.Deltas(smp) {
+		if err := pr.stage(ctx, u, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stage records a bucket change for the next commit: a full value replaces, a delta merges
+// into the pending or stored value.
+func (pr *partition) stage(ctx context.Context, u *userRun, c window.Change) error {
+	key := bucketKey(c)
+	if !c.Delta {
+		u.pending[key] = c
+		return nil
+	}
+	cur, ok := u.pending[key]
+	if !ok {
+		recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, key, key)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 1 {
+			if cur, err = OpenBucket(u.keys, key, recs[0].Ciphertext); err != nil {
+				return err
+			}
+		}
+	}
+	window.Merge(&cur, c)
+	u.pending[key] = cur
+	return nil
+}
+
+func (pr *partition) idset(ctx context.Context, u *userRun, day string) (map[uint64]bool, error) {
+	if set, ok := u.idsets[day]; ok {
+		return set, nil
+	}
+	set := map[uint64]bool{}
+	recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindIDs, day, day)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 1 {
+		pt, err := u.keys.Open(KindIDs, day, recs[0].Ciphertext)
+		if err != nil {
+			return nil, err
+		}
+		for len(pt) >= 8 {
+			set[binary.BigEndian.Uint64(pt)] = true
+			pt = pt[8:]
+		}
+	}
+	u.idsets[day] = set
+	return set, nil
+}
+
+// user returns the user's run state, loading their keys and committed window state.
+func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
+	if u, ok := pr.users[id]; ok {
+		return u, nil
+	}
+	u := &userRun{id: id, pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
+	pr.users[id] = u
+	keys, err := pr.r.vault.UserKeys(ctx, id)
+	if pulsebase.ErrorCode(err) == pulsebase.EERASED {
+		u.erased = true
+		return u, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.keys = keys
+	recs, err := pr.r.store.DerivedRecords(ctx, id, KindState, "", "")
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 1 {
+		pt, err := keys.Open(KindState, "", recs[0].Ciphertext)
+		if err != nil {
+			return nil, err
+		}
+		if u.state, err = window.Decode(pt); err != nil {
+			return nil, fmt.Errorf("decode state of %s: %w", id, err)
+		}
+	} else {
+		u.state = window.NewState(pr.r.cfg.Horizon, window.WithMinuteHorizon(pr.r.cfg.MinuteHorizon))
+	}
+	return u, nil
+}
+
+func (pr *partition) deadLetter(reason string) {
+	pr.dead = append(pr.dead, deadLetter{seq: pr.seq, reason: reason})
+}
+
+// change is what a user's change feed carries for a bucket.
+type change struct {
+	Kind string         `json:"kind"`
+	Key  string         `json:"key"`
+	Data map[string]any `json:"data"`
+}
+
+// commit writes everything staged and the checkpoint in one fenced transaction, then
+// publishes the changes and dead letters.
+func (pr *partition) commit(ctx context.Context) error {
+	now := time.Now().UTC()
+	var recs []pulsebase.DerivedRecord
+	type feed struct {
+		user string
+		keys *vault.Keys
+		ch   change
+	}
+	var feeds []feed
+	for _, u := range pr.users {
+		if !u.dirty {
+			continue
+		}
+		keys := slices.Sorted(func(yield func(string) bool) {
+			for k := range u.pending {
+				if !yield(k) {
+					return
+				}
+			}
+		})
+		for _, key := range keys {
+			c := u.pending[key]
+			ct, err := sealBucket(u.keys, key, c)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindBucket, Key: key, Ciphertext: ct, Updated: now})
+			feeds = append(feeds, feed{u.id, u.keys, change{Kind: "series", Key: key, Data: SeriesPoint(c)}})
+		}
+		for day := range u.idDirty {
+			b := make([]byte, 0, 8*len(u.idsets[day]))
+			for fp := range u.idsets[day] {
+				b = binary.BigEndian.AppendUint64(b, fp)
+			}
+			ct, err := u.keys.Seal(KindIDs, day, b)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindIDs, Key: day, Ciphertext: ct, Updated: now})
+		}
+		ct, err := u.keys.Seal(KindState, "", u.state.Encode())
+		if err != nil {
+			return err
+		}
+		recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindState, Key: "", Ciphertext: ct, Updated: now})
+	}
+	if err := pr.r.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: pr.p, Epoch: pr.epoch, Seq: pr.seq, Updated: now}, recs); err != nil {
+		return err
+	}
+	// Published after the commit, with ids that a replay of the same messages reproduces,
+	// so a crash in between re-publishes what is missing and JetStream drops the rest.
+	for _, f := range feeds {
+		b, err := json.Marshal(f.ch)
+		if err != nil {
+			return err
+		}
+		msgID := strconv.Itoa(pr.p) + "-" + strconv.FormatUint(pr.seq, 10) + "-" + f.ch.Key
+		ct, err := f.keys.Seal("change", msgID, b)
+		if err != nil {
+			return err
+		}
+		if _, err := pr.r.js.PublishMsg(ctx, &nats.Msg{Subject: broker.ChangeSubject(f.user), Data: ct,
+			Header: nats.Header{jetstream.MsgIDHeader: []string{msgID}}}); err != nil {
+			return fmt.Errorf("publish change: %w", err)
+		}
+	}
+	for _, d := range pr.dead {
+		pr.r.cfg.Log.Warn("dead letter", "partition", pr.p, "seq", d.seq, "reason", d.reason)
+		if _, err := pr.r.js.PublishMsg(ctx, &nats.Msg{Subject: fmt.Sprintf("deadletter.%d", pr.p),
+			Header: nats.Header{"Pulsebase-Reason": []string{d.reason}, "Pulsebase-Seq": []string{strconv.FormatUint(d.seq, 10)},
+				jetstream.MsgIDHeader: []string{fmt.Sprintf("dl-%d-%d", pr.p, d.seq)}}}); err != nil {
+			return fmt.Errorf("publish dead letter: %w", err)
+		}
+	}
+	pr.dead = pr.dead[:0]
+	for _, u := range pr.users {
+		if u.dirty && u.state != nil {
+			u.state.Expire(now)
+		}
+		u.dirty = false
+		clear(u.pending)
+		clear(u.idDirty)
+		// Keep the id sets of the two latest days in memory; older ones are reloaded if a
+		// late sample needs them.
+		if len(u.idsets) > 2 {
+			days := slices.Sorted(func(yield func(string) bool) {
+				for d := range u.idsets {
+					if !yield(d) {
+						return
+					}
+				}
+			})
+			for _, d := range days[:len(days)-2] {
+				delete(u.idsets, d)
+			}
+		}
+	}
+	pr.applied = 0
+	return nil
+}
+
+// SeriesPoint is a bucket in the shape of the API's series points.
+func SeriesPoint(c window.Change) map[string]any {
+	p := c.Point
+	if p.Minutes != nil {
+		return map[string]any{"start": p.Start.Format(time.RFC3339), "minutes": p.Minutes}
+	}
+	return map[string]any{"start": p.Start.Format(time.RFC3339), "count": p.Count, "sum": p.Sum,
+		"min": p.Min, "max": p.Max, "mean": p.Mean, "last": p.Last}
+}

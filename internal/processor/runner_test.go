@@ -1,0 +1,235 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/agg"
+	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/consent"
+	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/sqlite"
+	"github.com/pulsebase/pulsebase/internal/vault"
+)
+
+type pipeline struct {
+	brk     *broker.Broker
+	store   *sqlite.Store
+	vault   *vault.Vault
+	consent *consent.Service
+	ingest  *ingest.Service
+}
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	// A one-second duplicate window: re-sends after it reach the stream again and must be
+	// caught by the processor.
+	brk, err := broker.Open(ctx, broker.Config{DataDir: dir, DuplicateWindow: time.Second}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { brk.Close() })
+	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.AttachBroker(ctx, brk.JetStream(), 1); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := consent.New(ctx, store, v, brk.JetStream(), 1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { cons.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &pipeline{brk: brk, store: store, vault: v, consent: cons, ingest: ingest.NewService(v, cons, brk, nil, log, nil)}
+}
+
+// run starts a coordinator with a runner and returns its stop function.
+func (pl *pipeline) run(t *testing.T) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := processor.NewCoordinator(ctx, pl.brk.JetStream(), processor.CoordinatorConfig{Partitions: 64, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := processor.NewRunner(pl.brk.JetStream(), pl.store, pl.vault, pl.consent, processor.RunnerConfig{Flush: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, r) }()
+	var stopped bool
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitApplied waits until user's partition has been checkpointed past the stream's end.
+func (pl *pipeline) waitApplied(t *testing.T, user string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := pl.brk.JetStream().Stream(ctx, broker.StreamSamples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, broker.SampleSubject(broker.Partition(user, 64), user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cp, err := pl.store.Checkpoint(ctx, broker.Partition(user, 64))
+		if err == nil && cp.Seq >= last.Sequence {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partition of %s checkpointed at %d, want %d", user, cp.Seq, last.Sequence)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randomSamples(rng *rand.Rand, n int, now time.Time) []pulsebase.SampleInput {
+	zones := []*time.Location{time.FixedZone("", -6*3600), time.FixedZone("", 5*3600+1800), time.UTC}
+	var out []pulsebase.SampleInput
+	for i := 0; i < n; i++ {
+		// Within the last two hours, or days to weeks ago (the backfill path).
+		ago := time.Duration(rng.Int64N(int64(2 * time.Hour)))
+		if rng.IntN(4) == 0 {
+			ago = time.Duration(rng.Int64N(int64(30 * 24 * time.Hour)))
+		}
+		start := now.Add(-ago - 45*time.Minute).Truncate(time.Second).In(zones[rng.IntN(len(zones))])
+		switch rng.IntN(3) {
+		case 0:
+			out = append(out, pulsebase.SampleInput{Type: "heart_rate", Value: json.RawMessage(fmt.Sprint(50 + rng.IntN(60))),
+				Start: start.Format(time.RFC3339), Source: "watch"})
+		case 1:
+			end := start.Add(time.Duration(1+rng.IntN(5)) * time.Minute)
+			out = append(out, pulsebase.SampleInput{Type: "steps", Value: json.RawMessage(fmt.Sprint(rng.IntN(300))),
+				Start: start.Format(time.RFC3339), End: end.Format(time.RFC3339), Source: "phone"})
+		default:
+			end := start.Add(time.Duration(1+rng.IntN(40)) * time.Minute)
+			out = append(out, pulsebase.SampleInput{Type: "sleep_stage", Value: json.RawMessage(`"` + []string{"light", "deep", "rem", "awake"}[rng.IntN(4)] + `"`),
+				Start: start.Format(time.RFC3339), End: end.Format(time.RFC3339), Source: "ring"})
+		}
+	}
+	return out
+}
+
+// TestRunnerEqualsBatchComputation ingests random samples (recent and weeks old), with
+// duplicates within batches, re-sends after the broker's duplicate window and a processor
+// restart, and checks that the stored buckets equal agg.Buckets over the distinct samples.
+func TestRunnerEqualsBatchComputation(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "ualice"
+	if _, err := pl.consent.Set(ctx, user, pulsebase.Consent{
+		Collect:  map[pulsebase.Category]bool{pulsebase.CategoryHeart: true, pulsebase.CategoryActivity: true, pulsebase.CategorySleep: true},
+		Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposePersonalization: true},
+	}, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := time.Now()
+	inputs := randomSamples(rng, 400, now)
+	post := func(in []pulsebase.SampleInput) {
+		t.Helper()
+		res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "alice", Role: pulsebase.RoleUser}, in)
+		if err != nil || len(res.Rejected) > 0 {
+			t.Fatalf("ingest: %+v, %v", res, err)
+		}
+	}
+	stop := pl.run(t)
+	post(append(inputs[:200:200], inputs[:20]...)) // with duplicates inside the batch
+	pl.waitApplied(t, user)
+	stop() // a processor restart halfway
+	post(inputs[200:])
+	time.Sleep(1100 * time.Millisecond) // past the broker's one-second duplicate window
+	post(inputs[100:300])               // re-sends the broker no longer catches
+	pl.run(t)
+	pl.waitApplied(t, user)
+
+	var distinct []pulsebase.Sample
+	for _, in := range inputs {
+		s, problems := pulsebase.Normalize(in, now)
+		if len(problems) > 0 {
+			t.Fatalf("bad generated sample: %v", problems)
+		}
+		distinct = append(distinct, s)
+	}
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, typ := range []string{"heart_rate", "steps", "sleep_stage"} {
+		for _, res := range []agg.Resolution{agg.Minute, agg.Hour, agg.Day} {
+			want := agg.Buckets(distinct, typ, res)
+			recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, typ+"/"+res.String()+"/", typ+"/"+res.String()+"/~")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[int64]agg.Point{}
+			for _, r := range recs {
+				c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[c.Point.Start.Unix()] = c.Point
+			}
+			if len(got) != len(want) {
+				t.Errorf("%s %s: got %d buckets, want %d", typ, res, len(got), len(want))
+				continue
+			}
+			for _, w := range want {
+				g, ok := got[w.Start.Unix()]
+				if !ok {
+					t.Errorf("%s %s: no bucket at %s", typ, res, w.Start)
+					continue
+				}
+				checked++
+				if g.Count != w.Count || !near(g.Sum, w.Sum) || g.Min != w.Min || g.Max != w.Max || g.Last != w.Last {
+					t.Errorf("%s %s %s: got %+v, want %+v", typ, res, w.Start, g, w)
+				}
+				for l, m := range w.Minutes {
+					if !near(g.Minutes[l], m) {
+						t.Errorf("%s %s %s: %s minutes got %v, want %v", typ, res, w.Start, l, g.Minutes[l], m)
+					}
+				}
+			}
+		}
+	}
+	if checked < 100 {
+		t.Errorf("checked only %d buckets", checked)
+	}
+}
+
+func near(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
