@@ -233,3 +233,80 @@ func TestRunnerEqualsBatchComputation(t *testing.T) {
 func near(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }
+
+// TestFailoverKeepsResultsExact runs three processors over 64 partitions, stops one while
+// samples for many users keep arriving, and checks that every partition is owned again and
+// that every user's day totals equal the batch computation over the distinct samples.
+func TestFailoverKeepsResultsExact(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	var users []string
+	for i := 0; i < 24; i++ {
+		u := fmt.Sprintf("ufailover%02d", i)
+		users = append(users, u)
+		if _, err := pl.consent.Set(ctx, u, pulsebase.Consent{
+			Collect:  map[pulsebase.Category]bool{pulsebase.CategoryHeart: true, pulsebase.CategoryActivity: true, pulsebase.CategorySleep: true},
+			Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposePersonalization: true},
+		}, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stops := []func(){pl.run(t), pl.run(t), pl.run(t)}
+	rng := rand.New(rand.NewPCG(5, 6))
+	now := time.Now()
+	sent := map[string][]pulsebase.SampleInput{}
+	post := func(round int) {
+		for _, u := range users {
+			in := randomSamples(rng, 20, now)
+			sent[u] = append(sent[u], in...)
+			if round > 0 { // re-send part of the previous round too
+				in = append(in, sent[u][:10]...)
+			}
+			if res, err := pl.ingest.Ingest(ctx, u, pulsebase.Principal{Subject: u, Role: pulsebase.RoleUser}, in); err != nil || len(res.Rejected) > 0 {
+				t.Fatalf("ingest: %+v %v", res, err)
+			}
+		}
+	}
+	post(0)
+	stops[1]() // a processor leaves while work is in flight
+	post(1)
+	post(2)
+	for _, u := range users {
+		pl.waitApplied(t, u)
+	}
+	keys := map[string]bool{}
+	for _, u := range users {
+		k, err := pl.vault.UserKeys(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var distinct []pulsebase.Sample
+		for _, in := range sent[u] {
+			s, _ := pulsebase.Normalize(in, now)
+			distinct = append(distinct, s)
+		}
+		for _, typ := range []string{"heart_rate", "steps"} {
+			want := agg.Buckets(distinct, typ, agg.Day)
+			recs, err := pl.store.DerivedRecords(ctx, u, processor.KindBucket, typ+"/1d/", typ+"/1d/~")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) != len(want) {
+				t.Fatalf("%s %s: got %d day buckets, want %d", u, typ, len(recs), len(want))
+			}
+			for i, r := range recs {
+				c, err := processor.OpenBucket(k, r.Key, r.Ciphertext)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Point.Count != want[i].Count || !near(c.Point.Sum, want[i].Sum) {
+					t.Errorf("%s %s %s: got count %d sum %v, want %d %v", u, typ, r.Key, c.Point.Count, c.Point.Sum, want[i].Count, want[i].Sum)
+				}
+				keys[u] = true
+			}
+		}
+	}
+	if len(keys) != len(users) {
+		t.Errorf("checked %d users, want %d", len(keys), len(users))
+	}
+}
