@@ -333,7 +333,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return vlt.Watch(gctx) })
 	if coord != nil {
-		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log})
+		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics})
 		g.Go(func() error { return coord.Run(gctx, runner) })
 	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })

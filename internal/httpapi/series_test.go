@@ -55,6 +55,20 @@ func TestSeriesShowsProcessedSamples(t *testing.T) {
 	if doc.Unit != "/min" || doc.Resolution != "1h" || p.Sum != 30*60+435 || p.Min != 60 || p.Max != 89 || p.Last != 89 {
 		t.Errorf("got %+v, want 30 readings 60..89 summing to 2235", doc)
 	}
+	pbtest.WaitFor(t, 10*time.Second, "the processor's metrics", func() bool {
+		metrics := string(pbtest.Do(t, "GET", s.URL+"/metrics", "", "", nil).Body)
+		for _, want := range []string{
+			`pulsebase_processor_samples_total{outcome="applied",type="heart_rate"} 30`,
+			`pulsebase_processor_owned_partitions 64`,
+			`pulsebase_processor_checkpoint_timestamp_seconds{partition=`,
+			`pulsebase_processor_lag_messages{partition=`,
+		} {
+			if !strings.Contains(metrics, want) {
+				return false
+			}
+		}
+		return true
+	})
 	for _, c := range []struct{ query, want string }{
 		{"/v1/users/me/series/blood_sugar", "404"},
 		{"/v1/users/me/series/heart_rate?resolution=5m", "400"},

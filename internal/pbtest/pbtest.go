@@ -84,15 +84,15 @@ func MustOpenServer(t testing.TB) *Server {
 	go func() { consentDone <- cons.Run(runCtx) }()
 	vaultDone := make(chan error, 1)
 	go func() { vaultDone <- v.Watch(runCtx) }()
+	m := telemetry.NewMetrics()
 	coord, err := processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{Partitions: brk.Partitions(), LeaseTTL: 2 * time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	procDone := make(chan error, 1)
 	go func() {
-		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: 50 * time.Millisecond, Log: log}))
+		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: 50 * time.Millisecond, Log: log, Metrics: m}))
 	}()
-	m := telemetry.NewMetrics()
 	users := httpapi.NewUsers(store, v)
 	api := httpapi.New(httpapi.Deps{
 		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Store: store, Metrics: m,

@@ -18,6 +18,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/agg"
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 	"github.com/pulsebase/pulsebase/internal/window"
 )
@@ -39,6 +40,8 @@ type RunnerConfig struct {
 	// Batch is the most messages applied between two commits; zero means 2,000.
 	Batch int
 	Log   *slog.Logger
+	// Metrics, if not nil, receives the processor's metrics.
+	Metrics *telemetry.Metrics
 }
 
 // Runner is the Handler that processes a partition: it applies the partition's samples,
@@ -82,6 +85,7 @@ type partition struct {
 	applied int    // messages applied since the last commit
 	users   map[string]*userRun
 	dead    []deadLetter
+	label   string // p as a metric label
 }
 
 // userRun is a user's state within a partition, and what changed since the last commit.
@@ -110,7 +114,11 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 	if cp.Epoch > epoch {
 		return nil // a newer owner committed already; the coordinator will sort it out
 	}
-	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}}
+	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}, label: strconv.Itoa(p)}
+	if m := r.cfg.Metrics; m != nil {
+		m.OwnedPartitions.Inc()
+		defer m.OwnedPartitions.Dec()
+	}
 	var cons jetstream.Consumer
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -143,6 +151,11 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			r.cfg.Log.Warn("fetch", "partition", p, "err", err)
+		}
+		if m := r.cfg.Metrics; m != nil {
+			if info := cons.CachedInfo(); info != nil {
+				m.Lag.WithLabelValues(pr.label).Set(float64(info.NumPending))
+			}
 		}
 		if pr.applied > 0 {
 			if err := pr.commit(ctx); err != nil {
@@ -245,6 +258,7 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		return nil
 	}
 	if ok, err := pr.r.consent.Allowed(ctx, u.id, t.Category, pulsebase.PurposePersonalization); err != nil || !ok {
+		pr.count(smp.Type, "no_consent")
 		return nil // not consented for personalization (or erased meanwhile): not used
 	}
 	changes, applied, err := u.state.Apply(smp, id, now)
@@ -255,8 +269,10 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		pr.deadLetter(err.Error())
 		return nil
 	case !applied:
+		pr.count(smp.Type, "duplicate")
 		return nil // a re-send or a redelivery: counted already
 	}
+	pr.count(smp.Type, "applied")
 	// The id also goes into the stored set of its local day, so that a re-send arriving
 	// after the sample has left the live horizon is still recognised by the backfill path.
 	day := agg.LocalDay(smp)
@@ -285,8 +301,10 @@ func (pr *partition) backfill(ctx context.Context, u *userRun, smp pulsebase.Sam
 	}
 	fp := window.Fingerprint(id)
 	if set[fp] {
+		pr.count(smp.Type, "duplicate")
 		return nil
 	}
+	pr.count(smp.Type, "backfill")
 	set[fp] = true
 	u.idDirty[day] = true
 	u.dirty = true
@@ -382,6 +400,15 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 
 func (pr *partition) deadLetter(reason string) {
 	pr.dead = append(pr.dead, deadLetter{seq: pr.seq, reason: reason})
+	if m := pr.r.cfg.Metrics; m != nil {
+		m.DeadLetters.WithLabelValues(reason).Inc()
+	}
+}
+
+func (pr *partition) count(typ, outcome string) {
+	if m := pr.r.cfg.Metrics; m != nil {
+		m.Processed.WithLabelValues(typ, outcome).Inc()
+	}
 }
 
 // change is what a user's change feed carries for a bucket.
@@ -441,6 +468,9 @@ func (pr *partition) commit(ctx context.Context) error {
 	}
 	if err := pr.r.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: pr.p, Epoch: pr.epoch, Seq: pr.seq, Updated: now}, recs); err != nil {
 		return err
+	}
+	if m := pr.r.cfg.Metrics; m != nil {
+		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
 	}
 	// Published after the commit, with ids that a replay of the same messages reproduces,
 	// so a crash in between re-publishes what is missing and JetStream drops the rest.

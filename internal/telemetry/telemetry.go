@@ -45,6 +45,19 @@ type Metrics struct {
 	PublishDuration prometheus.Histogram
 	// AuthFailures counts rejected credentials by reason.
 	AuthFailures *prometheus.CounterVec
+
+	// Processed counts samples the processor handled, by type and outcome: applied,
+	// duplicate (a re-send or redelivery), backfill (applied through the stored buckets)
+	// or no_consent.
+	Processed *prometheus.CounterVec
+	// Lag is, per partition, how many messages the processor has yet to apply.
+	Lag *prometheus.GaugeVec
+	// CheckpointTime is, per partition, the Unix time of the last committed checkpoint.
+	CheckpointTime *prometheus.GaugeVec
+	// DeadLetters counts messages set aside by reason.
+	DeadLetters *prometheus.CounterVec
+	// OwnedPartitions is how many partitions this process runs.
+	OwnedPartitions prometheus.Gauge
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -73,6 +86,27 @@ func NewMetrics() *Metrics {
 			Help: "Requests refused for missing or invalid credentials, by reason.",
 		}, []string{"reason"}),
 	}
-	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures)
+	m.Processed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_processor_samples_total",
+		Help: "Samples handled by the stream processor, by type and outcome (applied, duplicate, backfill, no_consent).",
+	}, []string{"type", "outcome"})
+	m.Lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulsebase_processor_lag_messages",
+		Help: "Messages of a SAMPLES partition not yet applied (stream sequence minus applied sequence).",
+	}, []string{"partition"})
+	m.CheckpointTime = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulsebase_processor_checkpoint_timestamp_seconds",
+		Help: "Unix time of a partition's last committed checkpoint; its age is time() minus this.",
+	}, []string{"partition"})
+	m.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_processor_dead_letters_total",
+		Help: "Messages the processor could not use and set aside on the DEADLETTER stream, by reason.",
+	}, []string{"reason"})
+	m.OwnedPartitions = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pulsebase_processor_owned_partitions",
+		Help: "SAMPLES partitions this process currently owns.",
+	})
+	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
+		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions)
 	return m
 }
