@@ -241,4 +241,3 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 	}
 	return true
 }
-
