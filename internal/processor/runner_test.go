@@ -310,3 +310,62 @@ func TestFailoverKeepsResultsExact(t *testing.T) {
 		t.Errorf("checked %d users, want %d", len(keys), len(users))
 	}
 }
+
+// TestTravellerKeepsLocalDays: a user who flies from -05:00 to +01:00 mid-week gets day
+// totals on the local days of each sample's own clock.
+func TestTravellerKeepsLocalDays(t *testing.T) {
+	pl := newPipeline(t)
+	pl.run(t)
+	ctx := context.Background()
+	const user = "utraveller"
+	if _, err := pl.consent.Set(ctx, user, pulsebase.Consent{
+		Collect:  map[pulsebase.Category]bool{pulsebase.CategoryActivity: true},
+		Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposePersonalization: true},
+	}, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	west, east := time.FixedZone("", -5*3600), time.FixedZone("", 3600)
+	base := time.Now().Add(-6 * 24 * time.Hour)
+	var in []pulsebase.SampleInput
+	want := map[string]float64{}
+	for d := 0; d < 6; d++ {
+		zone := west
+		if d >= 3 { // the flight
+			zone = east
+		}
+		day := time.Date(base.Year(), base.Month(), base.Day()+d, 0, 0, 0, 0, zone)
+		// 100 steps at 00:30 and 200 at 23:30 local: both on this local day whatever UTC says.
+		for _, s := range []struct {
+			at    time.Duration
+			steps int
+		}{{30 * time.Minute, 100}, {23*time.Hour + 30*time.Minute, 200}} {
+			start := day.Add(s.at)
+			if start.After(time.Now().Add(-time.Hour)) {
+				continue
+			}
+			in = append(in, pulsebase.SampleInput{Type: "steps", Value: json.RawMessage(fmt.Sprint(s.steps)), Source: "phone",
+				Start: start.Format(time.RFC3339), End: start.Add(time.Minute).Format(time.RFC3339)})
+			want[day.Format("2006-01-02")] += float64(s.steps)
+		}
+	}
+	if res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "t", Role: pulsebase.RoleUser}, in); err != nil || len(res.Rejected) > 0 {
+		t.Fatalf("ingest: %+v %v", res.Rejected, err)
+	}
+	pl.waitApplied(t, user)
+	keys, _ := pl.vault.UserKeys(ctx, user)
+	recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, "steps/1d/", "steps/1d/~")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range recs {
+		c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[c.Date] = c.Point.Sum
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got day totals %v, want %v", got, want)
+	}
+}
