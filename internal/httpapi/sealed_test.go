@@ -161,3 +161,78 @@ func TestProcessingKeyRotationKeepsTheOldKeyForAGracePeriod(t *testing.T) {
 		t.Errorf("a batch sealed to a retired key no longer opens: %v", err)
 	}
 }
+
+// TestSealedSamplesAreValidatedAndCountedByTheProcessor: the processor opens a sealed
+// batch, counts its valid samples and reports the invalid one, by index and code, on the
+// user's change feed.
+func TestSealedSamplesAreValidatedAndCountedByTheProcessor(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	ctx := context.Background()
+	tok := s.UserToken(t, "alice")
+	c := client.New(s.URL, tok)
+	me, _ := c.Me(ctx)
+	key, err := c.ProcessingKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Hour)
+	var in []pulsebase.SampleInput
+	for i, v := range []string{"61", "62", "63", "400"} {
+		in = append(in, pulsebase.SampleInput{Type: "heart_rate", Value: json.RawMessage(v), Unit: "bpm", Source: "ring",
+			Start: hour.Add(time.Duration(i) * time.Minute).Format(time.RFC3339)})
+	}
+	b, err := client.Seal(key, me.ID, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PostSealed(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	url := s.URL + "/v1/users/me/series/heart_rate?resolution=1h&from=" + hour.Format(time.RFC3339) + "&to=" + hour.Add(time.Hour).Format(time.RFC3339)
+	pbtest.WaitFor(t, 10*time.Second, "the sealed samples in the series", func() bool {
+		var doc seriesDoc
+		pbtest.Do(t, "GET", url, tok, "", nil).JSON(t, &doc)
+		return len(doc.Points) == 1 && doc.Points[0].Count == 3 && doc.Points[0].Sum == 186
+	})
+	// The rejection on alice's change feed.
+	keys, err := s.Vault.UserKeys(ctx, me.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Broker.JetStream().Stream(ctx, "CHANGES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rejection map[string]any
+	pbtest.WaitFor(t, 10*time.Second, "a rejection on the change feed", func() bool {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				continue
+			}
+			pt, err := keys.Open("change", m.Header.Get("Nats-Msg-Id"), m.Data)
+			if err != nil {
+				t.Fatalf("a change on alice's feed does not open: %v", err)
+			}
+			var ch struct {
+				Kind string         `json:"kind"`
+				Data map[string]any `json:"data"`
+			}
+			if err := json.Unmarshal(pt, &ch); err != nil {
+				t.Fatal(err)
+			}
+			if ch.Kind == "rejection" {
+				rejection = ch.Data
+				return true
+			}
+		}
+		return false
+	})
+	if rejection["index"] != float64(3) || rejection["code"] != pulsebase.CodeOutOfRange {
+		t.Errorf("got rejection %v, want index 3 out_of_range", rejection)
+	}
+}

@@ -98,6 +98,8 @@ type userRun struct {
 	pending map[string]window.Change // bucket key → new value
 	idsets  map[string]map[uint64]bool
 	idDirty map[string]bool
+	// rejections of sealed samples, for the change feed
+	rejections []change
 }
 
 type deadLetter struct {
@@ -236,7 +238,13 @@ func (pr *partition) applySealed(ctx context.Context, u *userRun, id string, dat
 	for i := range in {
 		smp, problems := pulsebase.Normalize(in[i], rec.Received)
 		if len(problems) > 0 {
-			continue // reported on the change feed by the sync work of issue [4]
+			// The device learns of it on its change feed: the batch, the sample's index
+			// and the first problem's code.
+			u.rejections = append(u.rejections, change{Kind: "rejection", Key: id + "/" + strconv.Itoa(i), Data: map[string]any{
+				"batch": id, "index": i, "code": problems[0].Code, "detail": problems[0].Detail,
+			}})
+			u.dirty = true
+			continue
 		}
 		smp.Device, smp.Subject, smp.Received = rec.Device, rec.Subject, rec.Received
 		sid, err := u.keys.Identity(smp.Identity())
@@ -449,6 +457,9 @@ func (pr *partition) commit(ctx context.Context) error {
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindBucket, Key: key, Ciphertext: ct, Updated: now})
 			feeds = append(feeds, feed{u.id, u.keys, change{Kind: "series", Key: key, Data: SeriesPoint(c)}})
 		}
+		for _, rj := range u.rejections {
+			feeds = append(feeds, feed{u.id, u.keys, rj})
+		}
 		for day := range u.idDirty {
 			b := make([]byte, 0, 8*len(u.idsets[day]))
 			for fp := range u.idsets[day] {
@@ -505,6 +516,7 @@ func (pr *partition) commit(ctx context.Context) error {
 		u.dirty = false
 		clear(u.pending)
 		clear(u.idDirty)
+		u.rejections = u.rejections[:0]
 		// Keep the id sets of the two latest days in memory; older ones are reloaded if a
 		// late sample needs them.
 		if len(u.idsets) > 2 {
