@@ -29,7 +29,7 @@ type pipeline struct {
 	ingest  *ingest.Service
 }
 
-func newPipeline(t *testing.T) *pipeline {
+func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -65,7 +65,7 @@ func newPipeline(t *testing.T) *pipeline {
 }
 
 // run starts a coordinator with a runner and returns its stop function.
-func (pl *pipeline) run(t *testing.T) func() {
+func (pl *pipeline) run(t testing.TB) func() {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := processor.NewCoordinator(ctx, pl.brk.JetStream(), processor.CoordinatorConfig{Partitions: 64, LeaseTTL: 2 * time.Second})
