@@ -87,7 +87,7 @@ func Buckets(samples []pulsebase.Sample, typ string, res Resolution) []Point {
 			if !ok {
 				continue
 			}
-			spread(s.Start, s.End, loc, res, func(bs, _ time.Time, overlap time.Duration) {
+			Spread(s.Start, s.End, loc, res, func(bs, _ time.Time, overlap time.Duration) {
 				a := get(bs, loc)
 				if a.p.Minutes == nil {
 					a.p.Minutes = make(map[string]float64)
@@ -97,11 +97,11 @@ func Buckets(samples []pulsebase.Sample, typ string, res Resolution) []Point {
 			})
 		case pulsebase.ShapeInterval:
 			total := s.End.Sub(s.Start)
-			spread(s.Start, s.End, loc, res, func(bs, _ time.Time, overlap time.Duration) {
-				get(bs, loc).add(part(s.Value, overlap, total), s)
+			Spread(s.Start, s.End, loc, res, func(bs, _ time.Time, overlap time.Duration) {
+				get(bs, loc).add(Part(s.Value, overlap, total), s)
 			})
 		case pulsebase.ShapeDaily:
-			bs, _ := Bucket(lastInstant(s), loc, res)
+			bs, _ := Bucket(LastInstant(s), loc, res)
 			get(bs, loc).add(s.Value, s)
 		default: // instant
 			bs, _ := Bucket(s.Start, loc, res)

@@ -136,10 +136,10 @@ func Bucket(t time.Time, loc *time.Location, res Resolution) (start, end time.Ti
 	return start, start.Add(width)
 }
 
-// spread calls f for each bucket of res that [start, end) overlaps, in time order, with
+// Spread calls f for each bucket of res that [start, end) overlaps, in time order, with
 // the bucket's bounds (on loc) and the length of the overlap. When end ≤ start it calls f
 // once, for the bucket of start, with a zero overlap.
-func spread(start, end time.Time, loc *time.Location, res Resolution, f func(bs, be time.Time, overlap time.Duration)) {
+func Spread(start, end time.Time, loc *time.Location, res Resolution, f func(bs, be time.Time, overlap time.Duration)) {
 	if !end.After(start) {
 		bs, be := Bucket(start, loc, res)
 		f(bs, be, 0)
@@ -156,18 +156,18 @@ func spread(start, end time.Time, loc *time.Location, res Resolution, f func(bs,
 	}
 }
 
-// part returns the share of value v that falls in an overlap of a sample of length total.
-func part(v float64, overlap, total time.Duration) float64 {
+// Part returns the share of value v that falls in an overlap of a sample of length total.
+func Part(v float64, overlap, total time.Duration) float64 {
 	if overlap >= total {
 		return v // the whole sample, exactly
 	}
 	return v * float64(overlap) / float64(total)
 }
 
-// lastInstant is where a daily-shape sample (a device's summary of a day or a night) is
+// LastInstant is where a daily-shape sample (a device's summary of a day or a night) is
 // placed: its last instant, so that a night from 23:00 to 07:00 counts on the day it ends
 // and a day summary from 00:00 to 24:00 on that day.
-func lastInstant(s *pulsebase.Sample) time.Time {
+func LastInstant(s *pulsebase.Sample) time.Time {
 	if s.End.After(s.Start) {
 		return s.End.Add(-time.Nanosecond)
 	}
@@ -223,13 +223,15 @@ func sorted(samples []pulsebase.Sample, keep func(*pulsebase.Sample) bool) []*pu
 // levelName returns the name of the level of a categorical sample: the level whose index
 // is Value (the canonical form), else Level when Value is no valid index.
 func levelName(t *pulsebase.SampleType, s *pulsebase.Sample) (string, bool) {
-	if i, ok := levelIndex(t, s); ok {
+	if i, ok := LevelIndex(t, s); ok {
 		return t.Levels[i], true
 	}
 	return "", false
 }
 
-func levelIndex(t *pulsebase.SampleType, s *pulsebase.Sample) (int, bool) {
+// LevelIndex is the level index of a categorical sample: its value when that is a valid
+// index, else the index of its level name; false when neither names a level of t.
+func LevelIndex(t *pulsebase.SampleType, s *pulsebase.Sample) (int, bool) {
 	i := int(s.Value)
 	if float64(i) == s.Value && i >= 0 && i < len(t.Levels) {
 		return i, true

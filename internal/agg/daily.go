@@ -225,7 +225,7 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 		switch s.Type {
 		case "steps":
 			total := s.End.Sub(s.Start)
-			spread(s.Start, s.End, loc, Minute, func(bs, _ time.Time, overlap time.Duration) {
+			Spread(s.Start, s.End, loc, Minute, func(bs, _ time.Time, overlap time.Duration) {
 				m := cell(bs)
 				hs, _ := Bucket(bs, loc, Hour)
 				hk := minuteKey{hs.UnixNano(), m.date}
@@ -245,17 +245,17 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 					sh.samples++
 					sh.lastSample = i
 				}
-				v := part(s.Value, overlap, total)
+				v := Part(s.Value, overlap, total)
 				sh.covered += overlap
 				sh.steps += v
 				sh.parts = append(sh.parts, stepPart{m, v})
 			})
 		case "activity_intensity":
-			l, ok := levelIndex(intensity, s)
+			l, ok := LevelIndex(intensity, s)
 			if !ok {
 				continue
 			}
-			spread(s.Start, s.End, loc, Minute, func(bs, _ time.Time, overlap time.Duration) {
+			Spread(s.Start, s.End, loc, Minute, func(bs, _ time.Time, overlap time.Duration) {
 				if overlap > 0 {
 					cell(bs).levels[l] += overlap
 				}
@@ -268,12 +268,12 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 		case "rr_interval":
 			rr = append(rr, s)
 		case "resting_heart_rate":
-			d := dc.of(lastInstant(s).In(loc))
+			d := dc.of(LastInstant(s).In(loc))
 			if r, ok := deviceRHR[d]; !ok || later(s.Start, s.End, s.Value, r.start, r.end, r.v) {
 				deviceRHR[d] = reading{s.Value, s.Start, s.End}
 			}
 		case "hrv_rmssd":
-			d := dc.of(lastInstant(s).In(loc))
+			d := dc.of(LastInstant(s).In(loc))
 			a := deviceHRV[d]
 			deviceHRV[d] = meanAcc{a.sum + s.Value, a.n + 1}
 		case "active_energy", "distance":
@@ -282,8 +282,8 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 				acc = distance
 			}
 			total := s.End.Sub(s.Start)
-			spread(s.Start, s.End, loc, Day, func(bs, _ time.Time, overlap time.Duration) {
-				acc[dc.of(bs)] += part(s.Value, overlap, total)
+			Spread(s.Start, s.End, loc, Day, func(bs, _ time.Time, overlap time.Duration) {
+				acc[dc.of(bs)] += Part(s.Value, overlap, total)
 			})
 		case "water":
 			water[dc.of(s.Start.In(loc))] += s.Value

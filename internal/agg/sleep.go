@@ -127,7 +127,7 @@ func newSession(t *pulsebase.SampleType, run []*pulsebase.Sample) SleepSession {
 	}
 	endLoc := location(last)
 	ss := SleepSession{
-		Date:   lastInstant(last).In(endLoc).Format(DateLayout),
+		Date:   LastInstant(last).In(endLoc).Format(DateLayout),
 		Source: first.Source,
 		Start:  first.Start.In(location(first)),
 		End:    last.End.In(endLoc),

@@ -169,7 +169,7 @@ func (s *State) Apply(smp pulsebase.Sample, id string, now time.Time) (changes [
 		return nil, false, nil
 	}
 	loc := agg.Location(smp)
-	last := lastInstant(&smp)
+	last := agg.LastInstant(&smp)
 	_, hourEnd := agg.Bucket(last, loc, agg.Hour)
 	_, dayEnd := agg.Bucket(last, loc, agg.Day)
 	keep := max(hourEnd.UnixNano(), dayEnd.UnixNano())
@@ -476,71 +476,25 @@ func visit(t *pulsebase.SampleType, smp *pulsebase.Sample, loc *time.Location, r
 	f func(bs, be time.Time, v float64, overlap time.Duration, level int)) {
 	switch t.Shape {
 	case pulsebase.ShapeCategorical:
-		level, ok := levelIndex(t, smp)
+		level, ok := agg.LevelIndex(t, smp)
 		if !ok {
 			return
 		}
-		spread(smp.Start, smp.End, loc, res, func(bs, be time.Time, overlap time.Duration) {
+		agg.Spread(smp.Start, smp.End, loc, res, func(bs, be time.Time, overlap time.Duration) {
 			f(bs, be, 0, overlap, level)
 		})
 	case pulsebase.ShapeInterval:
 		total := smp.End.Sub(smp.Start)
-		spread(smp.Start, smp.End, loc, res, func(bs, be time.Time, overlap time.Duration) {
-			f(bs, be, part(smp.Value, overlap, total), overlap, 0)
+		agg.Spread(smp.Start, smp.End, loc, res, func(bs, be time.Time, overlap time.Duration) {
+			f(bs, be, agg.Part(smp.Value, overlap, total), overlap, 0)
 		})
 	case pulsebase.ShapeDaily:
-		bs, be := agg.Bucket(lastInstant(smp), loc, res)
+		bs, be := agg.Bucket(agg.LastInstant(smp), loc, res)
 		f(bs, be, smp.Value, 0, 0)
 	default:
 		bs, be := agg.Bucket(smp.Start, loc, res)
 		f(bs, be, smp.Value, 0, 0)
 	}
-}
-
-// spread, part, lastInstant and levelIndex are agg's unexported helpers, copied so that
-// the arithmetic is the same operation for operation (the property test holds them to it).
-func spread(start, end time.Time, loc *time.Location, res agg.Resolution, f func(bs, be time.Time, overlap time.Duration)) {
-	if !end.After(start) {
-		bs, be := agg.Bucket(start, loc, res)
-		f(bs, be, 0)
-		return
-	}
-	for cur := start; cur.Before(end); {
-		bs, be := agg.Bucket(cur, loc, res)
-		e := be
-		if end.Before(e) {
-			e = end
-		}
-		f(bs, be, e.Sub(cur))
-		cur = e
-	}
-}
-
-func part(v float64, overlap, total time.Duration) float64 {
-	if overlap >= total {
-		return v
-	}
-	return v * float64(overlap) / float64(total)
-}
-
-func lastInstant(s *pulsebase.Sample) time.Time {
-	if s.End.After(s.Start) {
-		return s.End.Add(-time.Nanosecond)
-	}
-	return s.Start
-}
-
-func levelIndex(t *pulsebase.SampleType, s *pulsebase.Sample) (int, bool) {
-	i := int(s.Value)
-	if float64(i) == s.Value && i >= 0 && i < len(t.Levels) {
-		return i, true
-	}
-	if s.Level != "" {
-		if i := slices.Index(t.Levels, s.Level); i >= 0 {
-			return i, true
-		}
-	}
-	return 0, false
 }
 
 var fixedZones sync.Map // int → *time.Location
