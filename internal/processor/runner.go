@@ -100,7 +100,12 @@ type userRun struct {
 	idDirty map[string]bool
 	// rejections of sealed samples, for the change feed
 	rejections []change
+	lastUsed   time.Time // when a message of this user was last applied
 }
+
+// idleUser is how long a user's state stays in memory after their last message; it is
+// committed already, and reloaded from the store if they come back.
+const idleUser = 5 * time.Minute
 
 type deadLetter struct {
 	seq    uint64
@@ -375,9 +380,10 @@ func (pr *partition) idset(ctx context.Context, u *userRun, day string) (map[uin
 // user returns the user's run state, loading their keys and committed window state.
 func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 	if u, ok := pr.users[id]; ok {
+		u.lastUsed = time.Now()
 		return u, nil
 	}
-	u := &userRun{id: id, pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
+	u := &userRun{id: id, lastUsed: time.Now(), pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
 	pr.users[id] = u
 	keys, err := pr.r.vault.UserKeys(ctx, id)
 	if pulsebase.ErrorCode(err) == pulsebase.EERASED {
@@ -509,7 +515,11 @@ func (pr *partition) commit(ctx context.Context) error {
 		}
 	}
 	pr.dead = pr.dead[:0]
-	for _, u := range pr.users {
+	for id, u := range pr.users {
+		if !u.dirty && now.Sub(u.lastUsed) > idleUser {
+			delete(pr.users, id) // idle: everything of theirs is committed
+			continue
+		}
 		if u.dirty && u.state != nil {
 			u.state.Expire(now)
 		}
