@@ -100,6 +100,10 @@ type userRun struct {
 	idDirty map[string]bool
 	// rejections of sealed samples, for the change feed
 	rejections []change
+	// stored holds buckets read from the store since the last commit, and loaded the
+	// ranges they were read for
+	stored map[string]window.Change
+	loaded map[string]bool
 	lastUsed   time.Time // when a message of this user was last applied
 }
 
@@ -339,18 +343,43 @@ func (pr *partition) stage(ctx context.Context, u *userRun, c window.Change) err
 	}
 	cur, ok := u.pending[key]
 	if !ok {
-		recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, key, key)
-		if err != nil {
+		if err := pr.loadDay(ctx, u, c); err != nil {
 			return err
 		}
-		if len(recs) == 1 {
-			if cur, err = OpenBucket(u.keys, key, recs[0].Ciphertext); err != nil {
-				return err
-			}
-		}
+		cur = u.stored[key]
 	}
 	window.Merge(&cur, c)
 	u.pending[key] = cur
+	return nil
+}
+
+// loadDay reads the stored buckets of c's type and resolution on c's UTC day into
+// u.stored, with one query: an import of old data touches every minute of a day, and one
+// query a bucket would make it crawl. A bucket of that day not in u.stored afterwards is
+// not stored yet.
+func (pr *partition) loadDay(ctx context.Context, u *userRun, c window.Change) error {
+	var lo, hi string
+	if c.Res == agg.Day {
+		lo, hi = bucketKey(c), bucketKey(c)
+	} else {
+		day := c.Start.UTC().Truncate(24 * time.Hour)
+		lo, hi = BucketKey(c.Type, c.Res, day, ""), BucketKey(c.Type, c.Res, day.Add(24*time.Hour-time.Second), "")
+	}
+	if u.loaded[lo] {
+		return nil
+	}
+	recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, lo, hi)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		b, err := OpenBucket(u.keys, rec.Key, rec.Ciphertext)
+		if err != nil {
+			return err
+		}
+		u.stored[rec.Key] = b
+	}
+	u.loaded[lo] = true
 	return nil
 }
 
@@ -383,7 +412,7 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		u.lastUsed = time.Now()
 		return u, nil
 	}
-	u := &userRun{id: id, lastUsed: time.Now(), pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
+	u := &userRun{id: id, lastUsed: time.Now(), loaded: map[string]bool{}, stored: map[string]window.Change{}, pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
 	pr.users[id] = u
 	keys, err := pr.r.vault.UserKeys(ctx, id)
 	if pulsebase.ErrorCode(err) == pulsebase.EERASED {
@@ -525,6 +554,8 @@ func (pr *partition) commit(ctx context.Context) error {
 		}
 		u.dirty = false
 		clear(u.pending)
+		clear(u.loaded)
+		clear(u.stored)
 		clear(u.idDirty)
 		u.rejections = u.rejections[:0]
 		// Keep the id sets of the two latest days in memory; older ones are reloaded if a

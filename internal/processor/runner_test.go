@@ -102,7 +102,7 @@ func (pl *pipeline) waitApplied(t *testing.T, user string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		cp, err := pl.store.Checkpoint(ctx, broker.Partition(user, 64))
 		if err == nil && cp.Seq >= last.Sequence {
