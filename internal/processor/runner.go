@@ -102,9 +102,9 @@ type userRun struct {
 	rejections []change
 	// stored holds buckets read from the store since the last commit, and loaded the
 	// ranges they were read for
-	stored map[string]window.Change
-	loaded map[string]bool
-	lastUsed   time.Time // when a message of this user was last applied
+	stored   map[string]window.Change
+	loaded   map[string]bool
+	lastUsed time.Time // when a message of this user was last applied
 }
 
 // idleUser is how long a user's state stays in memory after their last message; it is
