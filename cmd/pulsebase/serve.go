@@ -40,8 +40,9 @@ const (
 	sqliteFile     = "pulsebase.db"
 )
 
-// knownRoles are the parts of the server a process can run. In this release ingest and api
-// serve HTTP; process and sync are accepted so that deployments can name them already.
+// knownRoles are the parts of the server a process can run. ingest and api serve HTTP;
+// process runs the stream processor (and holds the sealed-sample private key); sync is
+// accepted so that deployments can name it already (issue [4]).
 var knownRoles = []string{"ingest", "process", "sync", "api"}
 
 // Config is every setting of `pulsebase serve`. It is filled from flags and PULSEBASE_*
