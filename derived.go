@@ -19,6 +19,9 @@ type DerivedRecord struct {
 	Key        string // unique per (User, Kind)
 	Ciphertext []byte
 	Updated    time.Time
+	// Delete makes CommitPartition delete the record (User, Kind, Key) instead of writing
+	// it; deleting a record that does not exist is not an error.
+	Delete bool
 }
 
 // Checkpoint is how far a partition of the SAMPLES stream has been applied: every message

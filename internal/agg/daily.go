@@ -58,7 +58,9 @@ type Daily struct {
 	// every day with intensity or steps data.
 	ActiveMinutes *int
 	// SedentaryBouts counts the runs of ≥ SedentaryBoutMinutes consecutive sedentary
-	// minutes that end on the day, and SedentaryMinutes is the minutes in them. A minute
+	// minutes that end on the day, and SedentaryMinutes is the minutes in them that lie on
+	// the day or the day before (a run of several days — a watch left on a desk — counts
+	// at most two days of minutes, so a day depends only on the days around it). A minute
 	// is sedentary when no kept sleep session contains its start and its intensity is 0,
 	// or it has no intensity and 0 steps; a minute with neither intensity nor steps is
 	// unknown and ends a run. Present when ActiveMinutes is.
@@ -332,10 +334,11 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 	sleepRHR := make(map[string]float64)
 	sedRHR := make(map[string]float64)
 	run := 0
-	endRun := func(last *minute) {
+	endRun := func(i int) {
 		if run >= SedentaryBoutMinutes {
+			last := minutes[i]
 			bouts[last.date]++
-			boutMinutes[last.date] += run
+			boutMinutes[last.date] += boutLength(minutes[i-run+1:i+1], last.date)
 		}
 		run = 0
 	}
@@ -353,7 +356,7 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 
 		consecutive := i > 0 && minutes[i-1].at+int64(time.Minute) == m.at
 		if run > 0 && (!m.sedentary || !consecutive) {
-			endRun(minutes[i-1])
+			endRun(i - 1)
 		}
 		if m.sedentary {
 			run++
@@ -395,7 +398,7 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 		}
 	}
 	if run > 0 {
-		endRun(minutes[len(minutes)-1])
+		endRun(len(minutes) - 1)
 	}
 
 	// HRV from the RR intervals of the nights.
@@ -515,6 +518,26 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 	}
 	slices.SortFunc(out, func(a, b Daily) int { return cmp.Compare(a.Date, b.Date) })
 	return out
+}
+
+// boutLength is how many minutes of a bout that ends on date count: those on that date and
+// the day before. A watch left on a desk reports days of sedentary minutes; counting them
+// all on the day the run finally ends would say nothing about that day, and would make the
+// day depend on samples of any age (the stream processor recomputes a day from the days
+// around it).
+func boutLength(run []*minute, date string) int {
+	end, err := time.Parse(DateLayout, date)
+	if err != nil {
+		return len(run)
+	}
+	from := end.AddDate(0, 0, -1).Format(DateLayout)
+	n := 0
+	for _, m := range run {
+		if m.date >= from {
+			n++
+		}
+	}
+	return n
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -135,6 +135,18 @@ func TestDailySedentaryBouts(t *testing.T) {
 	checkInt(t, "bout minutes on the 30th", d.SedentaryMinutes, 35)
 }
 
+func TestDailySedentaryRunOfDays(t *testing.T) {
+	// A watch on a desk from the 27th 12:00 to the 30th 06:00: one bout, on the 30th, with
+	// the minutes of the 29th and the 30th only.
+	days := DailyMetrics(sedentary("2026-11-27T12:00:00-06:00", 12*60+2*24*60+6*60))
+	for _, date := range []string{"2026-11-27", "2026-11-28", "2026-11-29"} {
+		checkInt(t, "bouts on "+date, dayOf(days, date).SedentaryBouts, 0)
+	}
+	d := dayOf(days, "2026-11-30")
+	checkInt(t, "bouts on the 30th", d.SedentaryBouts, 1)
+	checkInt(t, "bout minutes on the 30th", d.SedentaryMinutes, 24*60+6*60)
+}
+
 func TestDailyRestingHeartRate(t *testing.T) {
 	night := []pulsebase.Sample{
 		stage("light", "2026-11-29T01:00:00-06:00", "2026-11-29T07:00:00-06:00"),

@@ -71,7 +71,8 @@
 //     level); its steps are those of the hour's chosen source. Active minute: intensity ≥ 2,
 //     or no intensity and ≥ 100 steps. Sedentary minute: outside every sleep session and
 //     intensity 0, or no intensity and 0 steps; a minute with neither is unknown and ends
-//     a run. A bout is ≥ 30 consecutive sedentary minutes and counts on the day it ends.
+//     a run. A bout is ≥ 30 consecutive sedentary minutes and counts on the day it ends,
+//     with its minutes of that day and the day before.
 //   - Resting heart rate: the device's value (the last of the day); else the lowest mean
 //     of 5 consecutive minute means of heart rate inside the sleep sessions of the day;
 //     else the same over sedentary minutes with no steps in that minute and the 10 before.

@@ -38,6 +38,10 @@ func (s *Store) CommitPartition(ctx context.Context, cp pulsebase.Checkpoint, re
 			if r.User == "" || r.Kind == "" {
 				return pulsebase.Errorf(pulsebase.EINVALID, "derived record needs a user and a kind")
 			}
+			if r.Delete {
+				b.Queue(`DELETE FROM derived WHERE user_id = $1 AND kind = $2 AND key = $3`, r.User, r.Kind, r.Key)
+				continue
+			}
 			if r.Ciphertext == nil {
 				r.Ciphertext = []byte{}
 			}

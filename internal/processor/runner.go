@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -37,9 +38,16 @@ type RunnerConfig struct {
 	// Flush is the longest time between two commits (and change-feed publications); zero
 	// means 250 ms.
 	Flush time.Duration
-	// Batch is the most messages applied between two commits; zero means 2,000.
+	// Batch is the most messages fetched at once; zero means 2,000.
 	Batch int
-	Log   *slog.Logger
+	// MaxPending is the most messages applied between two commits, a bound on memory when
+	// a partition has a backlog; zero means 50,000. Commits are otherwise every Flush, so
+	// the change feed carries a bucket at most once per Flush.
+	MaxPending int
+	// DailyEvery is how long after a user's first sample since their last recomputation
+	// their daily metrics and baselines are recomputed; zero means one second.
+	DailyEvery time.Duration
+	Log        *slog.Logger
 	// Metrics, if not nil, receives the processor's metrics.
 	Metrics *telemetry.Metrics
 }
@@ -70,6 +78,12 @@ func NewRunner(js jetstream.JetStream, store pulsebase.Store, v *vault.Vault, c 
 	if cfg.Batch <= 0 {
 		cfg.Batch = 2000
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 50_000
+	}
+	if cfg.DailyEvery <= 0 {
+		cfg.DailyEvery = time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -86,6 +100,12 @@ type partition struct {
 	users   map[string]*userRun
 	dead    []deadLetter
 	label   string // p as a metric label
+	// pending is the users with dates awaiting recomputation, as stored in the partition's
+	// pending record; pendingDirty reports that the record must be rewritten. dueAt is
+	// when the earliest of them is due.
+	pending      map[string]bool
+	pendingDirty bool
+	dueAt        time.Time
 }
 
 // userRun is a user's state within a partition, and what changed since the last commit.
@@ -105,6 +125,11 @@ type userRun struct {
 	stored   map[string]window.Change
 	loaded   map[string]bool
 	lastUsed time.Time // when a message of this user was last applied
+	// journal holds the samples for daily metrics applied since the last commit, by local
+	// date; days the dates awaiting recomputation, since daysSince (see daily.go).
+	journal   map[string][]pulsebase.Sample
+	days      map[string]bool
+	daysSince time.Time
 }
 
 // idleUser is how long a user's state stays in memory after their last message; it is
@@ -125,12 +150,16 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 	if cp.Epoch > epoch {
 		return nil // a newer owner committed already; the coordinator will sort it out
 	}
-	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}, label: strconv.Itoa(p)}
+	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}, label: strconv.Itoa(p), pending: map[string]bool{}}
+	if err := pr.loadPending(ctx); err != nil {
+		return err
+	}
 	if m := r.cfg.Metrics; m != nil {
 		m.OwnedPartitions.Inc()
 		defer m.OwnedPartitions.Dec()
 	}
 	var cons jetstream.Consumer
+	lastCommit := time.Now()
 	for ctx.Err() == nil {
 		if cons == nil {
 			// (Re)start after the last applied message: after an error the stream
@@ -146,7 +175,11 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				continue
 			}
 		}
-		batch, err := cons.Fetch(r.cfg.Batch, jetstream.FetchMaxWait(r.cfg.Flush))
+		wait := max(r.cfg.Flush-time.Since(lastCommit), 5*time.Millisecond)
+		if !pr.dueAt.IsZero() {
+			wait = max(min(wait, time.Until(pr.dueAt)), 5*time.Millisecond)
+		}
+		batch, err := cons.Fetch(r.cfg.Batch, jetstream.FetchMaxWait(wait))
 		if err != nil {
 			cons = nil
 			r.retry(ctx, p, "fetch", err)
@@ -168,7 +201,10 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				m.Lag.WithLabelValues(pr.label).Set(float64(info.NumPending))
 			}
 		}
-		if pr.applied > 0 {
+		now := time.Now()
+		flush := pr.applied > 0 && (now.Sub(lastCommit) >= r.cfg.Flush || pr.applied >= r.cfg.MaxPending)
+		if flush || !pr.dueAt.IsZero() && !now.Before(pr.dueAt) {
+			lastCommit = now
 			if err := pr.commit(ctx); err != nil {
 				if pulsebase.ErrorCode(err) == pulsebase.EFENCED || ctx.Err() != nil {
 					return nil // the partition moved on; stop without writing
@@ -300,6 +336,7 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 	set[window.Fingerprint(id)] = true
 	u.idDirty[day] = true
 	u.dirty = true
+	pr.noteDaily(u, smp)
 	for _, c := range changes {
 		if err := pr.stage(ctx, u, c); err != nil {
 			return err
@@ -325,6 +362,7 @@ func (pr *partition) backfill(ctx context.Context, u *userRun, smp pulsebase.Sam
 	set[fp] = true
 	u.idDirty[day] = true
 	u.dirty = true
+	pr.noteDaily(u, smp)
 	for _, d := range window.Deltas(smp) {
 		if err := pr.stage(ctx, u, d); err != nil {
 			return err
@@ -412,7 +450,8 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		u.lastUsed = time.Now()
 		return u, nil
 	}
-	u := &userRun{id: id, lastUsed: time.Now(), loaded: map[string]bool{}, stored: map[string]window.Change{}, pending: map[string]window.Change{}, idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}}
+	u := &userRun{id: id, lastUsed: time.Now(), loaded: map[string]bool{}, stored: map[string]window.Change{}, pending: map[string]window.Change{},
+		idsets: map[string]map[uint64]bool{}, idDirty: map[string]bool{}, journal: map[string][]pulsebase.Sample{}, days: map[string]bool{}}
 	pr.users[id] = u
 	keys, err := pr.r.vault.UserKeys(ctx, id)
 	if pulsebase.ErrorCode(err) == pulsebase.EERASED {
@@ -431,6 +470,9 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		pt, err := keys.Open(KindState, "", recs[0].Ciphertext)
 		if err != nil {
 			return nil, err
+		}
+		if pt, u.days, err = decodeState(pt); err != nil {
+			return nil, fmt.Errorf("decode state of %s: %w", id, err)
 		}
 		if u.state, err = window.Decode(pt); err != nil {
 			return nil, fmt.Errorf("decode state of %s: %w", id, err)
@@ -472,18 +514,13 @@ func (pr *partition) commit(ctx context.Context) error {
 		ch   change
 	}
 	var feeds []feed
+	recomputed := map[string]bool{}
 	for _, u := range pr.users {
-		if !u.dirty {
+		due := len(u.days) > 0 && !now.Before(u.daysSince.Add(pr.r.cfg.DailyEvery))
+		if u.erased || !u.dirty && !due {
 			continue
 		}
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for k := range u.pending {
-				if !yield(k) {
-					return
-				}
-			}
-		})
-		for _, key := range keys {
+		for _, key := range slices.Sorted(maps.Keys(u.pending)) {
 			c := u.pending[key]
 			ct, err := sealBucket(u.keys, key, c)
 			if err != nil {
@@ -506,15 +543,50 @@ func (pr *partition) commit(ctx context.Context) error {
 			}
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindIDs, Key: day, Ciphertext: ct, Updated: now})
 		}
-		ct, err := u.keys.Seal(KindState, "", u.state.Encode())
+		days := u.days
+		if due {
+			drecs, dchanges, err := pr.recomputeDaily(ctx, u, now)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, drecs...)
+			for _, c := range dchanges {
+				feeds = append(feeds, feed{u.id, u.keys, c})
+			}
+			recomputed[u.id] = true
+			days = nil
+		} else {
+			jrecs, err := pr.journalRecords(u, now)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, jrecs...)
+		}
+		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), days))
 		if err != nil {
 			return err
 		}
 		recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindState, Key: "", Ciphertext: ct, Updated: now})
+		if waiting := len(days) > 0; waiting != pr.pending[u.id] {
+			pr.setPending(u.id, waiting)
+		}
+	}
+	for id := range pr.pending {
+		if u := pr.users[id]; u != nil && u.erased {
+			pr.setPending(id, false)
+		}
+	}
+	if pr.pendingDirty {
+		b, err := json.Marshal(slices.Sorted(maps.Keys(pr.pending)))
+		if err != nil {
+			return err
+		}
+		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindPending, Key: "", Ciphertext: b, Updated: now})
 	}
 	if err := pr.r.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: pr.p, Epoch: pr.epoch, Seq: pr.seq, Updated: now}, recs); err != nil {
 		return err
 	}
+	pr.pendingDirty = false
 	if m := pr.r.cfg.Metrics; m != nil {
 		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
 	}
@@ -525,7 +597,7 @@ func (pr *partition) commit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		msgID := strconv.Itoa(pr.p) + "-" + strconv.FormatUint(pr.seq, 10) + "-" + f.ch.Key
+		msgID := f.user + "-" + strconv.Itoa(pr.p) + "-" + strconv.FormatUint(pr.seq, 10) + "-" + f.ch.Kind + "-" + f.ch.Key
 		ct, err := f.keys.Seal("change", msgID, b)
 		if err != nil {
 			return err
@@ -544,10 +616,19 @@ func (pr *partition) commit(ctx context.Context) error {
 		}
 	}
 	pr.dead = pr.dead[:0]
+	pr.dueAt = time.Time{}
 	for id, u := range pr.users {
-		if !u.dirty && now.Sub(u.lastUsed) > idleUser {
+		if recomputed[id] {
+			clear(u.days)
+		}
+		if !u.dirty && len(u.days) == 0 && now.Sub(u.lastUsed) > idleUser {
 			delete(pr.users, id) // idle: everything of theirs is committed
 			continue
+		}
+		if len(u.days) > 0 {
+			if at := u.daysSince.Add(pr.r.cfg.DailyEvery); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+				pr.dueAt = at
+			}
 		}
 		if u.dirty && u.state != nil {
 			u.state.Expire(now)
@@ -557,23 +638,64 @@ func (pr *partition) commit(ctx context.Context) error {
 		clear(u.loaded)
 		clear(u.stored)
 		clear(u.idDirty)
+		clear(u.journal)
 		u.rejections = u.rejections[:0]
 		// Keep the id sets of the two latest days in memory; older ones are reloaded if a
 		// late sample needs them.
 		if len(u.idsets) > 2 {
-			days := slices.Sorted(func(yield func(string) bool) {
-				for d := range u.idsets {
-					if !yield(d) {
-						return
-					}
-				}
-			})
+			days := slices.Sorted(maps.Keys(u.idsets))
 			for _, d := range days[:len(days)-2] {
 				delete(u.idsets, d)
 			}
 		}
 	}
 	pr.applied = 0
+	return nil
+}
+
+// noteDaily journals an applied sample for u's daily metrics.
+func (pr *partition) noteDaily(u *userRun, smp pulsebase.Sample) {
+	u.noteDaily(smp, time.Now())
+	if len(u.days) > 0 {
+		if at := u.daysSince.Add(pr.r.cfg.DailyEvery); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+			pr.dueAt = at
+		}
+	}
+}
+
+func (pr *partition) setPending(user string, waiting bool) {
+	if waiting {
+		pr.pending[user] = true
+	} else {
+		delete(pr.pending, user)
+	}
+	pr.pendingDirty = true
+}
+
+// loadPending reads the partition's pending record and loads those users, whose marked
+// dates are due at once: a former owner stopped before recomputing them.
+func (pr *partition) loadPending(ctx context.Context) error {
+	recs, err := pr.r.store.DerivedRecords(ctx, PendingOwner(pr.p), KindPending, "", "")
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	var users []string
+	if err := json.Unmarshal(recs[0].Ciphertext, &users); err != nil {
+		return fmt.Errorf("pending users of partition %d: %w", pr.p, err)
+	}
+	for _, id := range users {
+		pr.pending[id] = true
+		u, err := pr.user(ctx, id)
+		if err != nil {
+			return err
+		}
+		if len(u.days) == 0 {
+			pr.setPending(id, false)
+			continue
+		}
+		u.daysSince = time.Time{}
+		pr.dueAt = time.Unix(0, 0)
+	}
 	return nil
 }
 

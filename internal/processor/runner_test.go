@@ -72,7 +72,7 @@ func (pl *pipeline) run(t testing.TB) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := processor.NewRunner(pl.brk.JetStream(), pl.store, pl.vault, pl.consent, processor.RunnerConfig{Flush: 50 * time.Millisecond})
+	r := processor.NewRunner(pl.brk.JetStream(), pl.store, pl.vault, pl.consent, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 200 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, r) }()
 	var stopped bool
@@ -227,6 +227,10 @@ func TestRunnerEqualsBatchComputation(t *testing.T) {
 	}
 	if checked < 100 {
 		t.Errorf("checked only %d buckets", checked)
+	}
+	pl.waitDaily(t, user)
+	if n := checkDaily(t, pl.storedDays(t, user), distinct); n < 100 {
+		t.Errorf("compared only %d daily values", n)
 	}
 }
 

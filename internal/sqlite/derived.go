@@ -36,6 +36,12 @@ func (s *Store) CommitPartition(ctx context.Context, cp pulsebase.Checkpoint, re
 			if r.User == "" || r.Kind == "" {
 				return pulsebase.Errorf(pulsebase.EINVALID, "derived record needs a user and a kind")
 			}
+			if r.Delete {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM derived WHERE user_id = ? AND kind = ? AND key = ?`, r.User, r.Kind, r.Key); err != nil {
+					return err
+				}
+				continue
+			}
 			if r.Ciphertext == nil {
 				r.Ciphertext = []byte{}
 			}

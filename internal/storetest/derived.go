@@ -68,6 +68,17 @@ func testDerived(t *testing.T, open Opener) {
 	}
 	sameTime(t, "checkpoint Updated", cp.Updated, stored(t0))
 
+	// Deletes and writes in one commit; deleting what is not there is fine.
+	if err := s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 7, Epoch: 3, Seq: 150, Updated: t0}, []pulsebase.DerivedRecord{
+		{User: "ua", Kind: "bucket", Key: "hr/1h/003", Delete: true},
+		{User: "ua", Kind: "bucket", Key: "hr/1h/404", Delete: true},
+		derivedRecord("ua", "bucket", "hr/1h/004", "b4"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantRecords(t, s, "ua", "bucket", "", "", "hr/1h/001=b1", "hr/1h/002=b2'", "hr/1h/004=b4")
+	wantRecords(t, s, "ub", "bucket", "", "", "hr/1h/001=other user")
+
 	// Going back within an epoch is refused; a newer epoch may restart from its own point.
 	err = s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 7, Epoch: 3, Seq: 120}, nil)
 	wantCode(t, err, pulsebase.EINVALID)
