@@ -105,6 +105,7 @@ func schemas() obj {
 	str := obj{"type": "string"}
 	integer := obj{"type": "integer"}
 	dateTime := obj{"type": "string", "format": "date-time"}
+	num := obj{"type": "number"}
 	rejection := obj{
 		"type":     "object",
 		"required": []string{"index", "code", "detail"},
@@ -175,6 +176,27 @@ func schemas() obj {
 					"minutes": obj{"type": "object", "additionalProperties": obj{"type": "number"}},
 				}}},
 			},
+		},
+		"Daily": obj{
+			"type":     "object",
+			"required": []string{"days"},
+			"properties": obj{"days": obj{"type": "array", "items": obj{
+				"type":     "object",
+				"required": []string{"date"},
+				"properties": obj{
+					"date": obj{"type": "string", "format": "date"}, "steps": num, "active_minutes": num,
+					"sedentary_bouts": num, "sedentary_minutes": num, "resting_heart_rate": num,
+					"resting_heart_rate_source": obj{"type": "string", "enum": []string{"device", "sleep", "sedentary"}},
+					"hrv_rmssd":                 num, "hrv_source": obj{"type": "string", "enum": []string{"rr", "device"}},
+					"sleep_minutes": num, "sleep_efficiency": num,
+					"sleep_stages":  obj{"type": "object", "additionalProperties": num},
+					"active_energy": num, "distance": num, "water": num, "weight": num, "mood": num,
+					"baselines": obj{"type": "object", "additionalProperties": obj{"type": "object", "properties": obj{
+						"mean": num, "sd": num, "mean_7d": num, "days": num, "days_7d": num, "z": num,
+						"established": obj{"type": "boolean"}, "scale": obj{"type": "string", "enum": []string{"ln"}},
+					}}},
+				},
+			}}},
 		},
 		"SealedBatch": obj{
 			"type":        "object",

@@ -117,6 +117,18 @@ func (s *Server) routes() []route {
 			}, authProblems(403, 404)...),
 		},
 		{
+			Method: "GET", Pattern: "/v1/users/{user}/daily", Roles: self, handler: (*Server).handleDaily,
+			ID: "getDaily", Tag: "derived",
+			Summary: "The user's daily metrics and personal baselines for the local dates from..to (inclusive, YYYY-MM-DD; default the last week). A metric with no data that day is absent; each baseline compares the 7 days up to the date with the 60 days before it.",
+			Params: []param{userParam,
+				{Name: "from", In: "query", Description: "first local date, YYYY-MM-DD"},
+				{Name: "to", In: "query", Description: "last local date, YYYY-MM-DD"}},
+			Responses: append([]response{
+				{Status: 200, Description: "the days", ContentType: "application/json", Schema: "Daily"},
+				{Status: 400, Description: "bad dates, or more than 366 days", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404)...),
+		},
+		{
 			Method: "GET", Pattern: "/v1/keys/processing", handler: (*Server).handleProcessingKeys,
 			ID: "getProcessingKeys", Tag: "samples",
 			Summary: "Public HPKE keys of the processing tier (current first, then retired keys still accepted): seal batches to them with application/pulsebase-sealed+json.",

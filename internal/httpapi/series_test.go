@@ -81,3 +81,55 @@ func TestSeriesShowsProcessedSamples(t *testing.T) {
 		}
 	}
 }
+
+// TestDailyShowsDerivedMetrics posts a day of steps and a night of sleep and reads them as
+// daily metrics.
+func TestDailyShowsDerivedMetrics(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	tok := s.UserToken(t, "dora")
+	day := time.Now().UTC().AddDate(0, 0, -2).Truncate(24 * time.Hour)
+	date := day.Format("2006-01-02")
+	body := batch(
+		fmt.Sprintf(`{"type":"steps","value":1200,"start":%q,"end":%q,"source":"phone"}`, day.Add(9*time.Hour).Format(time.RFC3339), day.Add(10*time.Hour).Format(time.RFC3339)),
+		fmt.Sprintf(`{"type":"steps","value":800,"start":%q,"end":%q,"source":"phone"}`, day.Add(15*time.Hour).Format(time.RFC3339), day.Add(15*time.Hour+30*time.Minute).Format(time.RFC3339)),
+		fmt.Sprintf(`{"type":"sleep_stage","value":"light","start":%q,"end":%q,"source":"ring"}`, day.Add(time.Hour).Format(time.RFC3339), day.Add(7*time.Hour).Format(time.RFC3339)),
+	)
+	if r := pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, body); r.Status != 202 {
+		t.Fatalf("got %d %s", r.Status, r.Body)
+	}
+	var doc struct {
+		Days []map[string]any `json:"days"`
+	}
+	url := s.URL + "/v1/users/me/daily?from=" + date + "&to=" + date
+	pbtest.WaitFor(t, 20*time.Second, "the day's metrics", func() bool {
+		r := pbtest.Do(t, "GET", url, tok, "", nil)
+		if r.Status != 200 {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+		doc.Days = nil
+		r.JSON(t, &doc)
+		return len(doc.Days) == 1 && doc.Days[0]["steps"] == 2000.0 && doc.Days[0]["sleep_minutes"] == 360.0
+	})
+	d := doc.Days[0]
+	if d["date"] != date || d["resting_heart_rate"] != nil {
+		t.Errorf("got %v, want %s with no resting heart rate", d, date)
+	}
+	if b, ok := d["baselines"].(map[string]any)["steps"].(map[string]any); !ok || b["established"] != false || b["days_7d"] != 1.0 {
+		t.Errorf("steps baseline: got %v", d["baselines"])
+	}
+	for _, c := range []struct{ query, want string }{
+		{"/v1/users/me/daily?from=2026-13-01", "400"},
+		{"/v1/users/me/daily?from=2026-11-02&to=2026-11-01", "400"},
+		{"/v1/users/me/daily?from=2024-01-01&to=2026-01-01", "400"},
+		{"/v1/users/unobody/daily", "404"},
+	} {
+		if r := pbtest.Do(t, "GET", s.URL+c.query, tok, "", nil); fmt.Sprint(r.Status) != c.want || !strings.Contains(r.Header.Get("Content-Type"), "problem") {
+			t.Errorf("%s: got %d, want %s problem+json", c.query, r.Status, c.want)
+		}
+	}
+	// Another user's token sees none of it.
+	other := s.UserToken(t, "erin")
+	if r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/daily?from="+date+"&to="+date, other, "", nil); r.Status != 200 || strings.Contains(string(r.Body), "2000") {
+		t.Errorf("another user: got %d %s", r.Status, r.Body)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -74,7 +75,7 @@ func dayFields(d agg.Daily) DayObject {
 	o := DayObject{"date": d.Date}
 	putF := func(k string, v *float64) {
 		if v != nil {
-			o[k] = *v
+			o[k] = round6(*v)
 		}
 	}
 	putI := func(k string, v *int) {
@@ -136,10 +137,10 @@ func Baselines(days map[string]DayObject, date string) map[string]any {
 		if b.Days == 0 && b.Days7 == 0 {
 			continue
 		}
-		x := map[string]any{"mean": b.Mean60, "sd": b.SD60, "mean_7d": b.Mean7, "days": float64(b.Days),
+		x := map[string]any{"mean": round6(b.Mean60), "sd": round6(b.SD60), "mean_7d": round6(b.Mean7), "days": float64(b.Days),
 			"days_7d": float64(b.Days7), "established": b.Established}
 		if b.HasToday && b.SD60 > 0 {
-			x["z"] = b.Z
+			x["z"] = round6(b.Z)
 		}
 		if m == "hrv_rmssd" {
 			x["scale"] = "ln"
@@ -170,6 +171,10 @@ func (u *userRun) noteDaily(smp pulsebase.Sample, now time.Time) {
 		u.days[d.Format(agg.DateLayout)] = true
 	}
 }
+
+// round6 rounds to six decimals: spreading a sample over minutes leaves sums such as
+// 1999.9999999999998 steps, which the API should not show.
+func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
 
 // civil is t's local date as midnight UTC, for date arithmetic.
 func civil(t time.Time) time.Time {

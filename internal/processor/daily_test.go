@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -97,7 +98,7 @@ func checkDaily(t *testing.T, got map[string]processor.DayObject, distinct []pul
 		wv := dayValues(d)
 		for k, v := range wv {
 			gv, ok := g[k].(float64)
-			if !ok || !near(gv, v) {
+			if !ok || !near6(gv, v) {
 				t.Errorf("%s %s: got %v, want %v", d.Date, k, g[k], v)
 			}
 			compared++
@@ -134,7 +135,7 @@ func checkDaily(t *testing.T, got map[string]processor.DayObject, distinct []pul
 				t.Errorf("%s: no baseline of %s", d.Date, metric)
 				continue
 			}
-			if !near(x["mean"].(float64), b.Mean60) || !near(x["sd"].(float64), b.SD60) || !near(x["mean_7d"].(float64), b.Mean7) ||
+			if !near6(x["mean"].(float64), b.Mean60) || !near6(x["sd"].(float64), b.SD60) || !near6(x["mean_7d"].(float64), b.Mean7) ||
 				x["days"] != float64(b.Days) || x["established"] != b.Established {
 				t.Errorf("%s: baseline of %s %v, want %+v", d.Date, metric, x, b)
 			}
@@ -143,6 +144,9 @@ func checkDaily(t *testing.T, got map[string]processor.DayObject, distinct []pul
 	}
 	return compared
 }
+
+// near6 compares to the six decimals the day object keeps.
+func near6(a, b float64) bool { return math.Abs(a-b) <= 1e-6 }
 
 // dayValues returns the numeric metrics of d by API name.
 func dayValues(d agg.Daily) map[string]float64 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/agg"
 	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
@@ -165,4 +166,98 @@ func TestFitbitStepsThroughThePipeline(t *testing.T) {
 		t.Fatalf("only %d full user-days were checked", full)
 	}
 	t.Logf("%d full user-days checked; %d of them agree with Fitbit's TotalSteps in the export itself", full, agreeing)
+}
+
+// TestFitbitRestingHeartRateThroughThePipeline replays user 8877689391's heart rate (every
+// ~5 s, 10–12 May 2016) with the user's minute steps and intensities of those days through
+// ingest and the processor, and checks the stored daily resting heart rate against
+// agg.DailyMetrics over the same samples. agg's TestFitbitRestingHeartRate checks that
+// computation against a brute force over the raw rows, so the chain ends at the export.
+func TestFitbitRestingHeartRateThroughThePipeline(t *testing.T) {
+	const id = "8877689391"
+	chicago := time.FixedZone("", -5*3600)
+	const layout = "1/2/2006 3:04:05 PM"
+	from := time.Date(2016, 5, 9, 0, 0, 0, 0, chicago)
+	var in []pulsebase.SampleInput
+	for _, file := range []struct{ name, typ string }{{"minuteStepsWide_merged.csv", "steps"}, {"minuteIntensitiesWide_merged.csv", "activity_intensity"}} {
+		for _, row := range readFitbit(t, file.name) {
+			if row[0] != id {
+				continue
+			}
+			hour, err := time.ParseInLocation(layout, row[1], chicago)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hour.Before(from) {
+				continue
+			}
+			for m := 0; m < 60; m++ {
+				start := hour.Add(time.Duration(m) * time.Minute)
+				v := row[2+m]
+				if file.typ == "activity_intensity" {
+					v = []string{`"sedentary"`, `"light"`, `"moderate"`, `"vigorous"`}[atoi(t, v)]
+				}
+				in = append(in, pulsebase.SampleInput{Type: file.typ, Value: json.RawMessage(v), Source: "fitbit",
+					Start: start.Format(time.RFC3339), End: start.Add(time.Minute).Format(time.RFC3339)})
+			}
+		}
+	}
+	for _, row := range readFitbit(t, "heartrate_seconds_"+id+".csv") {
+		at, err := time.ParseInLocation(layout, row[1], chicago)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = append(in, pulsebase.SampleInput{Type: "heart_rate", Value: json.RawMessage(row[2]), Source: "fitbit", Start: at.Format(time.RFC3339)})
+	}
+	var samples []pulsebase.Sample
+	for _, s := range in {
+		smp, problems := pulsebase.Normalize(s, time.Now())
+		if len(problems) > 0 {
+			t.Fatalf("%+v: %v", s, problems)
+		}
+		samples = append(samples, smp)
+	}
+	want := map[string]agg.Daily{}
+	for _, d := range agg.DailyMetrics(samples) {
+		if d.RestingHeartRate != nil {
+			want[d.Date] = d
+		}
+	}
+	if len(want) != 3 {
+		t.Fatalf("agg found resting heart rates on %d days, want 3 (10–12 May)", len(want))
+	}
+
+	pl := newPipeline(t)
+	pl.run(t)
+	ctx := context.Background()
+	const user = "ufitbitrhr"
+	grantAll(t, pl, user)
+	for chunk := range slices.Chunk(in, 5000) {
+		res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: id, Role: pulsebase.RoleDevice, Device: "fitbit"}, chunk)
+		if err != nil || len(res.Rejected) > 0 {
+			t.Fatalf("ingest: %+v %v", res.Rejected, err)
+		}
+	}
+	pl.waitDaily(t, user)
+	got := pl.storedDays(t, user)
+	for date, d := range want {
+		g := got[date]
+		if v, ok := g["resting_heart_rate"].(float64); !ok || !near6(v, *d.RestingHeartRate) || g["resting_heart_rate_source"] != agg.FromSedentary {
+			t.Errorf("%s: resting heart rate %v from %v, want %v from the sedentary rule", date, g["resting_heart_rate"], g["resting_heart_rate_source"], *d.RestingHeartRate)
+			continue
+		}
+		t.Logf("%s: resting heart rate %.1f /min", date, *d.RestingHeartRate)
+	}
+	if n := checkDaily(t, got, samples); n < 30 {
+		t.Errorf("compared only %d daily values", n)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
