@@ -20,7 +20,8 @@ type DerivedRecord struct {
 	Ciphertext []byte
 	Updated    time.Time
 	// Delete makes CommitPartition delete the record (User, Kind, Key) instead of writing
-	// it; deleting a record that does not exist is not an error.
+	// it — with an empty Kind, every record of User (a rebuild starts from nothing);
+	// deleting what does not exist is not an error.
 	Delete bool
 }
 

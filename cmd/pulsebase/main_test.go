@@ -242,6 +242,9 @@ func TestCLIUsage(t *testing.T) {
 		{"bad database url", []string{"serve", "--database-url", "mysql://x"}, nil, 2, "--database-url"},
 		{"token without user", []string{"token", "--data-dir", t.TempDir()}, nil, 2, "--user is required"},
 		{"device token without device", []string{"token", "--data-dir", t.TempDir(), "--user", "a", "--role", "device"}, nil, 2, "--device"},
+		{"reprocess help", []string{"reprocess", "--help"}, nil, 0, "PULSEBASE_ALL"},
+		{"reprocess neither", []string{"reprocess"}, nil, 2, "--user ID or --all"},
+		{"reprocess both", []string{"reprocess", "--user", "u1", "--all"}, nil, 2, "--user ID or --all"},
 		{"token role from env", []string{"token", "--data-dir", t.TempDir(), "--user", "a"}, map[string]string{"PULSEBASE_ROLE": "root"}, 2, "--role"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

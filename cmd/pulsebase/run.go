@@ -27,6 +27,7 @@ Commands:
   token     mint a bearer token from the built-in issuer's key
   keys      key management: rotate-kek, rotate-user, rotate-processing, events
   bench     load-test a server's sample ingest (and its broker, as a baseline)
+  reprocess rebuild derived data from the retained sample stream, while the server runs
   version   print the version
 
 Run 'pulsebase <command> --help' for a command's flags. Every flag has a PULSEBASE_*
@@ -57,6 +58,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string
 		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "reprocess":
+		return runReprocess(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "pulsebase", version)
 		return nil

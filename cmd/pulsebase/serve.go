@@ -282,13 +282,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	metrics := telemetry.NewMetrics()
 	api := httpapi.New(httpapi.Deps{
-		Issuer:  iss,
-		Users:   httpapi.NewUsers(store, vlt),
-		Ingest:  ingest.NewService(vlt, cons, brk, metrics, log, nil),
-		Consent: cons,
-		Vault:   vlt,
-		Store:   store,
-		Metrics: metrics,
+		Issuer:     iss,
+		Users:      httpapi.NewUsers(store, vlt),
+		Ingest:     ingest.NewService(vlt, cons, brk, metrics, log, nil),
+		Consent:    cons,
+		Vault:      vlt,
+		Store:      store,
+		Metrics:    metrics,
+		JetStream:  brk.JetStream(),
+		Partitions: brk.Partitions(),
 		Ready: func(ctx context.Context) error {
 			if err := brk.Ready(ctx); err != nil {
 				return fmt.Errorf("broker: %w", err)
@@ -334,7 +336,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return vlt.Watch(gctx) })
 	if coord != nil {
-		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics})
+		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions()})
 		g.Go(func() error { return coord.Run(gctx, runner) })
 	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })

@@ -198,6 +198,17 @@ func schemas() obj {
 				},
 			}}},
 		},
+		"ReprocessInput": obj{
+			"type":       "object",
+			"properties": obj{"user": str, "all": obj{"type": "boolean"}},
+		},
+		"Reprocess": obj{
+			"type": "object",
+			"properties": obj{
+				"request":    obj{"type": "object", "properties": obj{"id": str, "user": str, "all": obj{"type": "boolean"}, "requested": dateTime, "by": str}},
+				"partitions": integer, "done": integer, "complete": obj{"type": "boolean"},
+			},
+		},
 		"SealedBatch": obj{
 			"type":        "object",
 			"required":    []string{"key_id", "sealed"},

@@ -129,6 +129,26 @@ func (s *Server) routes() []route {
 			}, authProblems(403, 404)...),
 		},
 		{
+			Method: "POST", Pattern: "/v1/admin/reprocess", Roles: admins, handler: (*Server).handleReprocess,
+			ID: "reprocess", Tag: "operations",
+			Summary:     "Rebuild one user's derived data ({\"user\": internal id}) or everyone's ({\"all\": true}) from the retained sample stream, while the server runs: no double counting, and samples arriving meanwhile are applied after the replay.",
+			RequestBody: map[string]string{"application/json": "ReprocessInput"},
+			Responses: append([]response{
+				{Status: 202, Description: "requested; follow Location for progress", ContentType: "application/json", Schema: "Reprocess"},
+				{Status: 400, Description: "neither or both of user and all", ContentType: problemJSON, Schema: "Problem"},
+				{Status: 503, Description: "no broker connection", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404, 413, 415)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/admin/reprocess/{id}", Roles: admins, handler: (*Server).handleReprocessStatus,
+			ID: "getReprocess", Tag: "operations", Summary: "How far a reprocess request has come: the partitions it concerns and how many have finished.",
+			Params: []param{{Name: "id", In: "path", Required: true, Description: "the request's id"}},
+			Responses: append([]response{
+				{Status: 200, Description: "the progress", ContentType: "application/json", Schema: "Reprocess"},
+				{Status: 503, Description: "no broker connection", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404)...),
+		},
+		{
 			Method: "GET", Pattern: "/v1/keys/processing", handler: (*Server).handleProcessingKeys,
 			ID: "getProcessingKeys", Tag: "samples",
 			Summary: "Public HPKE keys of the processing tier (current first, then retired keys still accepted): seal batches to them with application/pulsebase-sealed+json.",

@@ -12,6 +12,7 @@ import (
 	"github.com/pulsebase/pulsebase/client"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
+	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
 func sampleInputs(n int, source string) []pulsebase.SampleInput {
@@ -214,20 +215,15 @@ func TestSealedSamplesAreValidatedAndCountedByTheProcessor(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			pt, err := keys.Open("change", m.Header.Get("Nats-Msg-Id"), m.Data)
+			cb, err := processor.OpenChanges(keys, m.Header.Get("Nats-Msg-Id"), m.Data)
 			if err != nil {
 				t.Fatalf("a change on alice's feed does not open: %v", err)
 			}
-			var ch struct {
-				Kind string         `json:"kind"`
-				Data map[string]any `json:"data"`
-			}
-			if err := json.Unmarshal(pt, &ch); err != nil {
-				t.Fatal(err)
-			}
-			if ch.Kind == "rejection" {
-				rejection = ch.Data
-				return true
+			for _, ch := range cb.Changes {
+				if ch.Kind == "rejection" {
+					rejection = ch.Data
+					return true
+				}
 			}
 		}
 		return false

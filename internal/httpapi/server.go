@@ -18,10 +18,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/ingest"
+
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
@@ -42,6 +44,10 @@ type Deps struct {
 	// Store serves derived data (series) to the read routes.
 	Store   pulsebase.DerivedStore
 	Metrics *telemetry.Metrics
+	// JetStream and Partitions serve the operations routes (reprocessing); without
+	// JetStream they answer 503.
+	JetStream  jetstream.JetStream
+	Partitions int
 	// Ready reports whether the broker and the store are ready; /readyz answers 503 while
 	// it returns an error.
 	Ready   func(ctx context.Context) error

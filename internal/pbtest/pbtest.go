@@ -96,6 +96,7 @@ func MustOpenServer(t testing.TB) *Server {
 	users := httpapi.NewUsers(store, v)
 	api := httpapi.New(httpapi.Deps{
 		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Store: store, Metrics: m,
+		JetStream: brk.JetStream(), Partitions: brk.Partitions(),
 		Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())

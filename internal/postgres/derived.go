@@ -35,6 +35,10 @@ func (s *Store) CommitPartition(ctx context.Context, cp pulsebase.Checkpoint, re
 		}
 		var b pgx.Batch
 		for _, r := range records {
+			if r.User != "" && r.Kind == "" && r.Delete {
+				b.Queue(`DELETE FROM derived WHERE user_id = $1`, r.User)
+				continue
+			}
 			if r.User == "" || r.Kind == "" {
 				return pulsebase.Errorf(pulsebase.EINVALID, "derived record needs a user and a kind")
 			}

@@ -44,8 +44,14 @@ type RunnerConfig struct {
 	// a partition has a backlog; zero means 50,000. Commits are otherwise every Flush, so
 	// the change feed carries a bucket at most once per Flush.
 	MaxPending int
+	// Partitions is the SAMPLES stream's partition count; zero means 64.
+	Partitions int
 	// DailyEvery is how long after a user's first sample since their last recomputation
-	// their daily metrics and baselines are recomputed; zero means one second.
+	// their daily metrics and baselines are recomputed at the earliest; zero means one
+	// second. A user whose recomputation takes long (a large journal) waits
+	// dailyCostFactor times its last duration instead, and while the partition catches up
+	// on a backlog recomputations wait dailyBacklogDelay, so that they never take more
+	// than a small share of the partition's time.
 	DailyEvery time.Duration
 	Log        *slog.Logger
 	// Metrics, if not nil, receives the processor's metrics.
@@ -62,6 +68,7 @@ type Runner struct {
 	vault   *vault.Vault
 	consent Consent
 	cfg     RunnerConfig
+	reqs    requests
 }
 
 // NewRunner returns a Runner.
@@ -80,6 +87,9 @@ func NewRunner(js jetstream.JetStream, store pulsebase.Store, v *vault.Vault, c 
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 50_000
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 64
 	}
 	if cfg.DailyEvery <= 0 {
 		cfg.DailyEvery = time.Second
@@ -106,6 +116,18 @@ type partition struct {
 	pending      map[string]bool
 	pendingDirty bool
 	dueAt        time.Time
+	// rb is the rebuild in progress (see reprocess.go), lastRebuild the latest request
+	// taken, and resets the users whose derived data the next commit deletes.
+	rb          *rebuild
+	lastRebuild string
+	resets      []string
+	cur         uint64 // the sequence of the message being applied
+	// backlog reports that the last fetch was full: the partition is catching up.
+	backlog bool
+	// commits counts this owner's commits (for change ids); outboxFull reports that the
+	// stored outbox holds messages, to be emptied by the next commit.
+	commits    uint64
+	outboxFull bool
 }
 
 // userRun is a user's state within a partition, and what changed since the last commit.
@@ -130,6 +152,7 @@ type userRun struct {
 	journal   map[string][]pulsebase.Sample
 	days      map[string]bool
 	daysSince time.Time
+	dailyCost time.Duration // how long the last recomputation took
 }
 
 // idleUser is how long a user's state stays in memory after their last message; it is
@@ -154,13 +177,43 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 	if err := pr.loadPending(ctx); err != nil {
 		return err
 	}
+	if err := pr.republish(ctx); err != nil {
+		return err
+	}
+	rb, err := loadRebuild(ctx, r.store, p)
+	if err != nil {
+		return err
+	}
+	pr.lastRebuild = rb.Last
+	if rb.Last != "" && !rb.Complete {
+		pr.rb = &rb // a former owner stopped in the middle of a replay: resume it
+	}
 	if m := r.cfg.Metrics; m != nil {
 		m.OwnedPartitions.Inc()
 		defer m.OwnedPartitions.Dec()
 	}
 	var cons jetstream.Consumer
 	lastCommit := time.Now()
+	var lastLook time.Time
 	for ctx.Err() == nil {
+		if pr.rb == nil && time.Since(lastLook) >= time.Second {
+			lastLook = time.Now()
+			if req, ok := pr.nextRebuild(ctx); ok {
+				if err := pr.startRebuild(ctx, req); err != nil {
+					return r.stopped(ctx, err)
+				}
+			}
+		}
+		if pr.rb != nil {
+			if err := pr.replay(ctx); err != nil {
+				if errors.Is(err, context.Canceled) || pulsebase.ErrorCode(err) == pulsebase.EFENCED || ctx.Err() != nil {
+					return nil
+				}
+				r.retry(ctx, p, "replay", err)
+				continue
+			}
+			lastCommit = time.Now()
+		}
 		if cons == nil {
 			// (Re)start after the last applied message: after an error the stream
 			// position is ours, not the consumer's.
@@ -185,7 +238,9 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 			r.retry(ctx, p, "fetch", err)
 			continue
 		}
+		fetched := 0
 		for m := range batch.Messages() {
+			fetched++
 			if err := pr.apply(ctx, m); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -201,19 +256,29 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				m.Lag.WithLabelValues(pr.label).Set(float64(info.NumPending))
 			}
 		}
+		if backlog := fetched >= r.cfg.Batch; backlog != pr.backlog {
+			pr.backlog = backlog
+			pr.refreshDue()
+		}
 		now := time.Now()
 		flush := pr.applied > 0 && (now.Sub(lastCommit) >= r.cfg.Flush || pr.applied >= r.cfg.MaxPending)
 		if flush || !pr.dueAt.IsZero() && !now.Before(pr.dueAt) {
 			lastCommit = now
 			if err := pr.commit(ctx); err != nil {
-				if pulsebase.ErrorCode(err) == pulsebase.EFENCED || ctx.Err() != nil {
-					return nil // the partition moved on; stop without writing
-				}
-				return err
+				return r.stopped(ctx, err)
 			}
 		}
 	}
 	return nil
+}
+
+// stopped is what Acquired returns after a failed commit: nothing when the partition moved
+// on (fenced) or ctx is done, else the error.
+func (r *Runner) stopped(ctx context.Context, err error) error {
+	if pulsebase.ErrorCode(err) == pulsebase.EFENCED || ctx.Err() != nil {
+		return nil // the partition moved on; stop without writing
+	}
+	return err
 }
 
 // retry logs a broker error and waits a second (or until ctx is done) before the caller
@@ -235,7 +300,12 @@ func (pr *partition) apply(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return fmt.Errorf("message metadata: %w", err)
 	}
-	pr.seq = meta.Sequence.Stream
+	pr.cur = meta.Sequence.Stream
+	if pr.rb != nil {
+		pr.rb.Done = pr.cur
+	} else {
+		pr.seq = pr.cur
+	}
 	pr.applied++
 	_, user, ok := broker.ParseSampleSubject(m.Subject())
 	if !ok {
@@ -478,13 +548,13 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 			return nil, fmt.Errorf("decode state of %s: %w", id, err)
 		}
 	} else {
-		u.state = window.NewState(pr.r.cfg.Horizon, window.WithMinuteHorizon(pr.r.cfg.MinuteHorizon))
+		u.state = pr.r.freshState()
 	}
 	return u, nil
 }
 
 func (pr *partition) deadLetter(reason string) {
-	pr.dead = append(pr.dead, deadLetter{seq: pr.seq, reason: reason})
+	pr.dead = append(pr.dead, deadLetter{seq: pr.cur, reason: reason})
 	if m := pr.r.cfg.Metrics; m != nil {
 		m.DeadLetters.WithLabelValues(reason).Inc()
 	}
@@ -497,10 +567,37 @@ func (pr *partition) count(typ, outcome string) {
 }
 
 // change is what a user's change feed carries for a bucket.
-type change struct {
+type change = Change
+
+// Change is one change to what a user can see: kind "series" (key: the bucket's store
+// key, data: the series point), "daily" (key: the date, data: the day object's changed
+// fields, null for a removed one) or "rejection" (key: batch/index, data: the batch, the
+// sample's index, code and detail).
+type Change struct {
 	Kind string         `json:"kind"`
 	Key  string         `json:"key"`
 	Data map[string]any `json:"data"`
+}
+
+// ChangeBatch is one message of a user's change feed: the changes of one commit, in order,
+// sealed under the user's key with associated data ("change", the message's Nats-Msg-Id).
+// A commit publishes at most one per user, so a bucket updated by a burst of samples goes
+// out once per commit with its final value.
+type ChangeBatch struct {
+	Changes []Change `json:"changes"`
+}
+
+// OpenChanges decrypts and decodes a CHANGES message of the user whose keys are given.
+func OpenChanges(keys *vault.Keys, msgID string, data []byte) (ChangeBatch, error) {
+	var cb ChangeBatch
+	pt, err := keys.Open("change", msgID, data)
+	if err != nil {
+		return cb, err
+	}
+	if err := json.Unmarshal(pt, &cb); err != nil {
+		return cb, fmt.Errorf("decode change batch: %w", err)
+	}
+	return cb, nil
 }
 
 // commit writes everything staged and the checkpoint in one fenced transaction, then
@@ -511,15 +608,19 @@ func (pr *partition) commit(ctx context.Context) error {
 	type feed struct {
 		user string
 		keys *vault.Keys
-		ch   change
+		cb   ChangeBatch
 	}
-	var feeds []feed
+	var feeds []*feed
+	for _, u := range pr.resets {
+		recs = append(recs, pulsebase.DerivedRecord{User: u, Delete: true})
+	}
 	recomputed := map[string]bool{}
 	for _, u := range pr.users {
-		due := len(u.days) > 0 && !now.Before(u.daysSince.Add(pr.r.cfg.DailyEvery))
+		due := len(u.days) > 0 && !now.Before(pr.dailyDue(u))
 		if u.erased || !u.dirty && !due {
 			continue
 		}
+		f := &feed{user: u.id, keys: u.keys}
 		for _, key := range slices.Sorted(maps.Keys(u.pending)) {
 			c := u.pending[key]
 			ct, err := sealBucket(u.keys, key, c)
@@ -527,11 +628,9 @@ func (pr *partition) commit(ctx context.Context) error {
 				return err
 			}
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindBucket, Key: key, Ciphertext: ct, Updated: now})
-			feeds = append(feeds, feed{u.id, u.keys, change{Kind: "series", Key: key, Data: SeriesPoint(c)}})
+			f.cb.Changes = append(f.cb.Changes, Change{Kind: "series", Key: key, Data: SeriesPoint(c)})
 		}
-		for _, rj := range u.rejections {
-			feeds = append(feeds, feed{u.id, u.keys, rj})
-		}
+		f.cb.Changes = append(f.cb.Changes, u.rejections...)
 		for day := range u.idDirty {
 			b := make([]byte, 0, 8*len(u.idsets[day]))
 			for fp := range u.idsets[day] {
@@ -549,10 +648,9 @@ func (pr *partition) commit(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			u.dailyCost = time.Since(now)
 			recs = append(recs, drecs...)
-			for _, c := range dchanges {
-				feeds = append(feeds, feed{u.id, u.keys, c})
-			}
+			f.cb.Changes = append(f.cb.Changes, dchanges...)
 			recomputed[u.id] = true
 			days = nil
 		} else {
@@ -561,6 +659,9 @@ func (pr *partition) commit(ctx context.Context) error {
 				return err
 			}
 			recs = append(recs, jrecs...)
+		}
+		if len(f.cb.Changes) > 0 {
+			feeds = append(feeds, f)
 		}
 		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), days))
 		if err != nil {
@@ -583,40 +684,56 @@ func (pr *partition) commit(ctx context.Context) error {
 		}
 		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindPending, Key: "", Ciphertext: b, Updated: now})
 	}
-	if err := pr.r.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: pr.p, Epoch: pr.epoch, Seq: pr.seq, Updated: now}, recs); err != nil {
-		return err
-	}
-	pr.pendingDirty = false
-	if m := pr.r.cfg.Metrics; m != nil {
-		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
-	}
-	// Published after the commit, with ids that a replay of the same messages reproduces,
-	// so a crash in between re-publishes what is missing and JetStream drops the rest.
-	for _, f := range feeds {
-		b, err := json.Marshal(f.ch)
+	if pr.rb != nil {
+		b, err := json.Marshal(pr.rb)
 		if err != nil {
 			return err
 		}
-		msgID := f.user + "-" + strconv.Itoa(pr.p) + "-" + strconv.FormatUint(pr.seq, 10) + "-" + f.ch.Kind + "-" + f.ch.Key
+		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindRebuild, Key: "", Ciphertext: b, Updated: now})
+	}
+	// The change feed and dead letters go into the partition's outbox record in the same
+	// transaction, and are published after it: a crash in between re-publishes the outbox
+	// on the next start, and JetStream drops what had gone out already (same ids).
+	pr.commits++
+	var out []outboxMsg
+	for _, f := range feeds {
+		b, err := json.Marshal(f.cb)
+		if err != nil {
+			return err
+		}
+		msgID := f.user + "-" + pr.position()
 		ct, err := f.keys.Seal("change", msgID, b)
 		if err != nil {
 			return err
 		}
-		if _, err := pr.r.js.PublishMsg(ctx, &nats.Msg{Subject: broker.ChangeSubject(f.user), Data: ct,
-			Header: nats.Header{jetstream.MsgIDHeader: []string{msgID}}}); err != nil {
-			return fmt.Errorf("publish change: %w", err)
-		}
+		out = append(out, outboxMsg{Subject: broker.ChangeSubject(f.user), Data: ct, Header: map[string][]string{jetstream.MsgIDHeader: {msgID}}})
 	}
 	for _, d := range pr.dead {
 		pr.r.cfg.Log.Warn("dead letter", "partition", pr.p, "seq", d.seq, "reason", d.reason)
-		if _, err := pr.r.js.PublishMsg(ctx, &nats.Msg{Subject: fmt.Sprintf("deadletter.%d", pr.p),
-			Header: nats.Header{"Pulsebase-Reason": []string{d.reason}, "Pulsebase-Seq": []string{strconv.FormatUint(d.seq, 10)},
-				jetstream.MsgIDHeader: []string{fmt.Sprintf("dl-%d-%d", pr.p, d.seq)}}}); err != nil {
-			return fmt.Errorf("publish dead letter: %w", err)
+		out = append(out, outboxMsg{Subject: fmt.Sprintf("deadletter.%d", pr.p), Header: map[string][]string{
+			"Pulsebase-Reason": {d.reason}, "Pulsebase-Seq": {strconv.FormatUint(d.seq, 10)},
+			jetstream.MsgIDHeader: {fmt.Sprintf("dl-%d-%d", pr.p, d.seq)}}})
+	}
+	if len(out) > 0 || pr.outboxFull {
+		b, err := json.Marshal(out)
+		if err != nil {
+			return err
 		}
+		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindOutbox, Key: "", Ciphertext: b, Updated: now})
+	}
+	if err := pr.r.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: pr.p, Epoch: pr.epoch, Seq: pr.seq, Updated: now}, recs); err != nil {
+		return err
+	}
+	pr.outboxFull = len(out) > 0
+	pr.pendingDirty = false
+	pr.resets = pr.resets[:0]
+	if m := pr.r.cfg.Metrics; m != nil {
+		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
+	}
+	if err := publishAll(ctx, pr.r.js, out); err != nil {
+		return fmt.Errorf("publish changes: %w", err)
 	}
 	pr.dead = pr.dead[:0]
-	pr.dueAt = time.Time{}
 	for id, u := range pr.users {
 		if recomputed[id] {
 			clear(u.days)
@@ -624,11 +741,6 @@ func (pr *partition) commit(ctx context.Context) error {
 		if !u.dirty && len(u.days) == 0 && now.Sub(u.lastUsed) > idleUser {
 			delete(pr.users, id) // idle: everything of theirs is committed
 			continue
-		}
-		if len(u.days) > 0 {
-			if at := u.daysSince.Add(pr.r.cfg.DailyEvery); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
-				pr.dueAt = at
-			}
 		}
 		if u.dirty && u.state != nil {
 			u.state.Expire(now)
@@ -649,18 +761,99 @@ func (pr *partition) commit(ctx context.Context) error {
 			}
 		}
 	}
+	pr.refreshDue()
 	pr.applied = 0
 	return nil
+}
+
+// KindOutbox is a partition's outbox record (user PendingOwner(p), key ""): the messages
+// of its last commit, for re-publishing after a crash.
+const KindOutbox = "outbox"
+
+// outboxMsg is a message of the outbox.
+type outboxMsg struct {
+	Subject string              `json:"subject"`
+	Header  map[string][]string `json:"header"`
+	Data    []byte              `json:"data,omitempty"`
+}
+
+// republish publishes the partition's outbox again: the former owner may have stopped
+// between a commit and its publication.
+func (pr *partition) republish(ctx context.Context) error {
+	recs, err := pr.r.store.DerivedRecords(ctx, PendingOwner(pr.p), KindOutbox, "", "")
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	var out []outboxMsg
+	if err := json.Unmarshal(recs[0].Ciphertext, &out); err != nil {
+		return fmt.Errorf("outbox of partition %d: %w", pr.p, err)
+	}
+	pr.outboxFull = len(out) > 0
+	return publishAll(ctx, pr.r.js, out)
+}
+
+// publishAll publishes msgs pipelined, a chunk at a time, and waits for every ack: one
+// round trip per chunk instead of one per message.
+func publishAll(ctx context.Context, js jetstream.JetStream, msgs []outboxMsg) error {
+	const chunk = 512
+	futs := make([]jetstream.PubAckFuture, 0, chunk)
+	for start := 0; start < len(msgs); start += chunk {
+		futs = futs[:0]
+		for _, m := range msgs[start:min(start+chunk, len(msgs))] {
+			f, err := js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+			if err != nil {
+				return err
+			}
+			futs = append(futs, f)
+		}
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// refreshDue sets pr.dueAt to the earliest time a user's recomputation is due.
+func (pr *partition) refreshDue() {
+	pr.dueAt = time.Time{}
+	for _, u := range pr.users {
+		if len(u.days) > 0 {
+			if at := pr.dailyDue(u); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+				pr.dueAt = at
+			}
+		}
+	}
 }
 
 // noteDaily journals an applied sample for u's daily metrics.
 func (pr *partition) noteDaily(u *userRun, smp pulsebase.Sample) {
 	u.noteDaily(smp, time.Now())
 	if len(u.days) > 0 {
-		if at := u.daysSince.Add(pr.r.cfg.DailyEvery); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+		if at := pr.dailyDue(u); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
 			pr.dueAt = at
 		}
 	}
+}
+
+// How recomputations of daily metrics are spaced (see RunnerConfig.DailyEvery).
+const (
+	dailyCostFactor   = 10
+	dailyBacklogDelay = 10 * time.Second
+)
+
+// dailyDue is when u's marked dates are due for recomputation.
+func (pr *partition) dailyDue(u *userRun) time.Time {
+	delay := max(pr.r.cfg.DailyEvery, dailyCostFactor*u.dailyCost)
+	if pr.backlog {
+		delay = max(delay, dailyBacklogDelay)
+	}
+	return u.daysSince.Add(delay)
 }
 
 func (pr *partition) setPending(user string, waiting bool) {

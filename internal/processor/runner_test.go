@@ -183,12 +183,27 @@ func TestRunnerEqualsBatchComputation(t *testing.T) {
 		}
 		distinct = append(distinct, s)
 	}
+	checked := pl.checkBuckets(t, user, distinct, "heart_rate", "steps", "sleep_stage")
+	if checked < 100 {
+		t.Errorf("checked only %d buckets", checked)
+	}
+	pl.waitDaily(t, user)
+	if n := checkDaily(t, pl.storedDays(t, user), distinct); n < 100 {
+		t.Errorf("compared only %d daily values", n)
+	}
+}
+
+// checkBuckets compares user's stored buckets of types at every resolution with
+// agg.Buckets over the distinct samples, and returns how many it compared.
+func (pl *pipeline) checkBuckets(t *testing.T, user string, distinct []pulsebase.Sample, types ...string) int {
+	t.Helper()
+	ctx := context.Background()
 	keys, err := pl.vault.UserKeys(ctx, user)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checked := 0
-	for _, typ := range []string{"heart_rate", "steps", "sleep_stage"} {
+	for _, typ := range types {
 		for _, res := range []agg.Resolution{agg.Minute, agg.Hour, agg.Day} {
 			want := agg.Buckets(distinct, typ, res)
 			recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, typ+"/"+res.String()+"/", typ+"/"+res.String()+"/~")
@@ -225,13 +240,7 @@ func TestRunnerEqualsBatchComputation(t *testing.T) {
 			}
 		}
 	}
-	if checked < 100 {
-		t.Errorf("checked only %d buckets", checked)
-	}
-	pl.waitDaily(t, user)
-	if n := checkDaily(t, pl.storedDays(t, user), distinct); n < 100 {
-		t.Errorf("compared only %d daily values", n)
-	}
+	return checked
 }
 
 func near(a, b float64) bool {

@@ -33,6 +33,12 @@ func (s *Store) CommitPartition(ctx context.Context, cp pulsebase.Checkpoint, re
 		}
 		defer stmt.Close()
 		for _, r := range records {
+			if r.User != "" && r.Kind == "" && r.Delete {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM derived WHERE user_id = ?`, r.User); err != nil {
+					return err
+				}
+				continue
+			}
 			if r.User == "" || r.Kind == "" {
 				return pulsebase.Errorf(pulsebase.EINVALID, "derived record needs a user and a kind")
 			}

@@ -78,6 +78,21 @@ func testDerived(t *testing.T, open Opener) {
 	}
 	wantRecords(t, s, "ua", "bucket", "", "", "hr/1h/001=b1", "hr/1h/002=b2'", "hr/1h/004=b4")
 	wantRecords(t, s, "ub", "bucket", "", "", "hr/1h/001=other user")
+	// An empty kind deletes every record of the user; records after it in the same commit
+	// are written.
+	if err := s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 8, Epoch: 1, Seq: 1, Updated: t0}, []pulsebase.DerivedRecord{
+		derivedRecord("uc", "bucket", "x", "old"), derivedRecord("uc", "daily", "2026-11-28", "old"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 8, Epoch: 1, Seq: 2, Updated: t0}, []pulsebase.DerivedRecord{
+		{User: "uc", Delete: true}, derivedRecord("uc", "bucket", "y", "new"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantRecords(t, s, "uc", "bucket", "", "", "y=new")
+	wantRecords(t, s, "uc", "daily", "", "")
+	wantRecords(t, s, "ub", "bucket", "", "", "hr/1h/001=other user")
 
 	// Going back within an epoch is refused; a newer epoch may restart from its own point.
 	err = s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 7, Epoch: 3, Seq: 120}, nil)

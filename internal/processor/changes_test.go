@@ -1,0 +1,153 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/processor"
+)
+
+// feed returns the user's change batches in feed order.
+func (pl *pipeline) feed(t *testing.T, user string) []processor.ChangeBatch {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := pl.brk.JetStream().OrderedConsumer(ctx, broker.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.ChangeSubject(user)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []processor.ChangeBatch
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(300*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			cb, err := processor.OpenChanges(keys, m.Headers().Get(jetstream.MsgIDHeader), m.Data())
+			if err != nil {
+				t.Fatalf("a change batch does not open: %v", err)
+			}
+			out = append(out, cb)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// TestChangeFeedEndsWithTheStoredValues ingests bursts for one user and checks that the
+// change feed, read in order, ends with every stored bucket's and day's final value.
+func TestChangeFeedEndsWithTheStoredValues(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "ufeed"
+	grantAll(t, pl, user)
+	pl.run(t)
+	rng := rand.New(rand.NewPCG(11, 12))
+	now := time.Now()
+	inputs := randomSamples(rng, 400, now)
+	for i := 0; i < len(inputs); i += 40 {
+		if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: user, Role: pulsebase.RoleUser}, inputs[i:i+40]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pl.waitDaily(t, user)
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]map[string]any{} // kind/key → data, the latest wins
+	for _, cb := range pl.feed(t, user) {
+		if len(cb.Changes) == 0 {
+			t.Errorf("an empty change batch")
+		}
+		for _, c := range cb.Changes {
+			k := c.Kind + "/" + c.Key
+			if c.Kind == "daily" && last[k] != nil {
+				for f, v := range c.Data { // daily changes carry the changed fields
+					last[k][f] = v
+				}
+				continue
+			}
+			last[k] = c.Data
+		}
+	}
+	recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !jsonSame(last["series/"+r.Key], processor.SeriesPoint(c)) {
+			t.Errorf("bucket %s: the feed ends with %v, the store has %v", r.Key, last["series/"+r.Key], processor.SeriesPoint(c))
+		}
+	}
+	days := pl.storedDays(t, user)
+	for date, day := range days {
+		got := last["daily/"+date]
+		for f, v := range day {
+			if !jsonSame(got[f], v) {
+				t.Errorf("day %s %s: the feed ends with %v, the store has %v", date, f, got[f], v)
+			}
+		}
+	}
+	if len(recs) < 100 || len(days) < 5 {
+		t.Errorf("only %d buckets and %d days", len(recs), len(days))
+	}
+}
+
+// TestOutboxIsRepublished leaves a message in a partition's outbox, as an owner that died
+// between a commit and its publication would, and checks the next owner publishes it.
+func TestOutboxIsRepublished(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "uoutbox"
+	p := broker.Partition(user, 64)
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "left-behind"
+	b, _ := json.Marshal(processor.ChangeBatch{Changes: []processor.Change{{Kind: "daily", Key: "2026-11-28", Data: map[string]any{"steps": 1.0}}}})
+	ct, err := keys.Seal("change", id, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal([]map[string]any{{"subject": broker.ChangeSubject(user), "header": map[string][]string{jetstream.MsgIDHeader: {id}}, "data": ct}})
+	if err := pl.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: p, Epoch: 1}, []pulsebase.DerivedRecord{
+		{User: processor.PendingOwner(p), Kind: processor.KindOutbox, Ciphertext: out},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pl.run(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if f := pl.feed(t, user); len(f) == 1 && f[0].Changes[0].Key == "2026-11-28" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the outbox was not published: feed %v", f)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func jsonSame(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
