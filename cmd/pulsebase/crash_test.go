@@ -195,7 +195,7 @@ func TestCrashKeepsCountsExact(t *testing.T) {
 		want := agg.Buckets(distinct, typ, agg.Hour)
 		url := fmt.Sprintf("%s/v1/users/me/series/%s?resolution=1h&from=%s&to=%s", srv.url, typ, from.Format(time.RFC3339), to.Format(time.RFC3339))
 		var got seriesBody
-		ok := waitUntil(30*time.Second, func() bool {
+		ok := waitUntil(180*time.Second, func() bool {
 			r := pbtest.Do(t, "GET", url, userTok, "", nil)
 			got = seriesBody{}
 			r.JSON(t, &got)

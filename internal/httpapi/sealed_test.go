@@ -190,7 +190,7 @@ func TestSealedSamplesAreValidatedAndCountedByTheProcessor(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := s.URL + "/v1/users/me/series/heart_rate?resolution=1h&from=" + hour.Format(time.RFC3339) + "&to=" + hour.Add(time.Hour).Format(time.RFC3339)
-	pbtest.WaitFor(t, 10*time.Second, "the sealed samples in the series", func() bool {
+	pbtest.WaitFor(t, 60*time.Second, "the sealed samples in the series", func() bool {
 		var doc seriesDoc
 		pbtest.Do(t, "GET", url, tok, "", nil).JSON(t, &doc)
 		return len(doc.Points) == 1 && doc.Points[0].Count == 3 && doc.Points[0].Sum == 186
@@ -205,7 +205,7 @@ func TestSealedSamplesAreValidatedAndCountedByTheProcessor(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rejection map[string]any
-	pbtest.WaitFor(t, 10*time.Second, "a rejection on the change feed", func() bool {
+	pbtest.WaitFor(t, 60*time.Second, "a rejection on the change feed", func() bool {
 		info, err := st.Info(ctx)
 		if err != nil {
 			t.Fatal(err)

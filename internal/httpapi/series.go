@@ -69,25 +69,28 @@ func (s *Server) handleSeries(w http.ResponseWriter, r *http.Request) {
 	}
 	// Day buckets are keyed by local date: widen by the largest UTC offsets, then keep the
 	// buckets whose start lies in the range.
-	lo := processor.BucketKey(typ.Name, res, from, from.Add(-14*time.Hour).UTC().Format(agg.DateLayout))
+	lo := processor.ChunkKey(typ.Name, res, from, from.Add(-14*time.Hour).UTC().Format(agg.DateLayout))
 	hi := processor.BucketKey(typ.Name, res, to, to.Add(14*time.Hour).UTC().Format(agg.DateLayout))
 	recs, err := s.deps.Store.DerivedRecords(r.Context(), usr.ID, processor.KindBucket, lo, hi)
 	if err != nil {
 		s.internalError(w, r, "series", err)
 		return
 	}
-	// Keys sort by start (Unix seconds, or local date for days), so points come in order.
+	// Keys sort by start (Unix seconds, or local date for days), and a chunk of minutes
+	// holds them in order, so points come in order.
 	out := seriesResponse{Type: typ.Name, Unit: typ.Unit, Resolution: res.String(), Points: []map[string]any{}}
 	for _, rec := range recs {
-		c, err := processor.OpenBucket(keys, rec.Key, rec.Ciphertext)
+		cs, err := processor.OpenBuckets(keys, rec.Key, rec.Ciphertext)
 		if err != nil {
 			s.serviceError(w, r, "open bucket", err)
 			return
 		}
-		if c.Point.Start.Before(from) || !c.Point.Start.Before(to) {
-			continue
+		for _, c := range cs {
+			if c.Point.Start.Before(from) || !c.Point.Start.Before(to) {
+				continue
+			}
+			out.Points = append(out.Points, processor.SeriesPoint(c))
 		}
-		out.Points = append(out.Points, processor.SeriesPoint(c))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -43,7 +43,7 @@ func TestSeriesShowsProcessedSamples(t *testing.T) {
 	}
 	url := s.URL + "/v1/users/me/series/heart_rate?resolution=1h&from=" + hour.Add(-time.Hour).Format(time.RFC3339) + "&to=" + hour.Add(2*time.Hour).Format(time.RFC3339)
 	var doc seriesDoc
-	pbtest.WaitFor(t, 10*time.Second, "the processed hour bucket", func() bool {
+	pbtest.WaitFor(t, 60*time.Second, "the processed hour bucket", func() bool {
 		r := pbtest.Do(t, "GET", url, tok, "", nil)
 		if r.Status != 200 {
 			t.Fatalf("got %d %s", r.Status, r.Body)
@@ -55,7 +55,7 @@ func TestSeriesShowsProcessedSamples(t *testing.T) {
 	if doc.Unit != "/min" || doc.Resolution != "1h" || p.Sum != 30*60+435 || p.Min != 60 || p.Max != 89 || p.Last != 89 {
 		t.Errorf("got %+v, want 30 readings 60..89 summing to 2235", doc)
 	}
-	pbtest.WaitFor(t, 10*time.Second, "the processor's metrics", func() bool {
+	pbtest.WaitFor(t, 60*time.Second, "the processor's metrics", func() bool {
 		metrics := string(pbtest.Do(t, "GET", s.URL+"/metrics", "", "", nil).Body)
 		for _, want := range []string{
 			`pulsebase_processor_samples_total{outcome="applied",type="heart_rate"} 30`,
@@ -101,7 +101,7 @@ func TestDailyShowsDerivedMetrics(t *testing.T) {
 		Days []map[string]any `json:"days"`
 	}
 	url := s.URL + "/v1/users/me/daily?from=" + date + "&to=" + date
-	pbtest.WaitFor(t, 20*time.Second, "the day's metrics", func() bool {
+	pbtest.WaitFor(t, 60*time.Second, "the day's metrics", func() bool {
 		r := pbtest.Do(t, "GET", url, tok, "", nil)
 		if r.Status != 200 {
 			t.Fatalf("got %d %s", r.Status, r.Body)

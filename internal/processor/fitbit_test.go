@@ -140,10 +140,11 @@ func TestFitbitStepsThroughThePipeline(t *testing.T) {
 		}
 		got := map[string]float64{}
 		for _, r := range recs {
-			c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
-			if err != nil {
-				t.Fatal(err)
+			cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
+			if err != nil || len(cs) != 1 {
+				t.Fatal(len(cs), err)
 			}
+			c := cs[0]
 			got[c.Date] = c.Point.Sum
 		}
 		for key, d := range perDay {

@@ -153,6 +153,9 @@ type userRun struct {
 	days      map[string]bool
 	daysSince time.Time
 	dailyCost time.Duration // how long the last recomputation took
+	// chunks holds the minute-bucket records the last commit wrote, by record key: the
+	// next commit adds to them without reading them back.
+	chunks map[string]map[string]window.Change
 }
 
 // idleUser is how long a user's state stays in memory after their last message; it is
@@ -481,11 +484,13 @@ func (pr *partition) loadDay(ctx context.Context, u *userRun, c window.Change) e
 		return err
 	}
 	for _, rec := range recs {
-		b, err := OpenBucket(u.keys, rec.Key, rec.Ciphertext)
+		bs, err := OpenBuckets(u.keys, rec.Key, rec.Ciphertext)
 		if err != nil {
 			return err
 		}
-		u.stored[rec.Key] = b
+		for _, b := range bs {
+			u.stored[bucketKey(b)] = b
+		}
 	}
 	u.loaded[lo] = true
 	return nil
@@ -569,6 +574,16 @@ func (pr *partition) count(typ, outcome string) {
 // change is what a user's change feed carries for a bucket.
 type change = Change
 
+// maxChangesPerMessage bounds a change message (a series change is ~200 bytes of JSON).
+const maxChangesPerMessage = 1000
+
+// feed is a user's change batch of a commit.
+type feed struct {
+	user string
+	keys *vault.Keys
+	cb   ChangeBatch
+}
+
 // Change is one change to what a user can see: kind "series" (key: the bucket's store
 // key, data: the series point), "daily" (key: the date, data: the day object's changed
 // fields, null for a removed one) or "rejection" (key: batch/index, data: the batch, the
@@ -605,11 +620,6 @@ func OpenChanges(keys *vault.Keys, msgID string, data []byte) (ChangeBatch, erro
 func (pr *partition) commit(ctx context.Context) error {
 	now := time.Now().UTC()
 	var recs []pulsebase.DerivedRecord
-	type feed struct {
-		user string
-		keys *vault.Keys
-		cb   ChangeBatch
-	}
 	var feeds []*feed
 	for _, u := range pr.resets {
 		recs = append(recs, pulsebase.DerivedRecord{User: u, Delete: true})
@@ -621,15 +631,11 @@ func (pr *partition) commit(ctx context.Context) error {
 			continue
 		}
 		f := &feed{user: u.id, keys: u.keys}
-		for _, key := range slices.Sorted(maps.Keys(u.pending)) {
-			c := u.pending[key]
-			ct, err := sealBucket(u.keys, key, c)
-			if err != nil {
-				return err
-			}
-			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindBucket, Key: key, Ciphertext: ct, Updated: now})
-			f.cb.Changes = append(f.cb.Changes, Change{Kind: "series", Key: key, Data: SeriesPoint(c)})
+		brecs, err := pr.bucketRecords(ctx, u, f, now)
+		if err != nil {
+			return err
 		}
+		recs = append(recs, brecs...)
 		f.cb.Changes = append(f.cb.Changes, u.rejections...)
 		for day := range u.idDirty {
 			b := make([]byte, 0, 8*len(u.idsets[day]))
@@ -697,16 +703,23 @@ func (pr *partition) commit(ctx context.Context) error {
 	pr.commits++
 	var out []outboxMsg
 	for _, f := range feeds {
-		b, err := json.Marshal(f.cb)
-		if err != nil {
-			return err
+		// An import changes thousands of buckets at once: a batch of at most
+		// maxChangesPerMessage changes a message keeps each well under the broker's limit.
+		for i, part := 0, 0; i < len(f.cb.Changes); i, part = i+maxChangesPerMessage, part+1 {
+			b, err := json.Marshal(ChangeBatch{Changes: f.cb.Changes[i:min(i+maxChangesPerMessage, len(f.cb.Changes))]})
+			if err != nil {
+				return err
+			}
+			msgID := f.user + "-" + pr.position()
+			if part > 0 {
+				msgID += "-" + strconv.Itoa(part)
+			}
+			ct, err := f.keys.Seal("change", msgID, b)
+			if err != nil {
+				return err
+			}
+			out = append(out, outboxMsg{Subject: broker.ChangeSubject(f.user), Data: ct, Header: map[string][]string{jetstream.MsgIDHeader: {msgID}}})
 		}
-		msgID := f.user + "-" + pr.position()
-		ct, err := f.keys.Seal("change", msgID, b)
-		if err != nil {
-			return err
-		}
-		out = append(out, outboxMsg{Subject: broker.ChangeSubject(f.user), Data: ct, Header: map[string][]string{jetstream.MsgIDHeader: {msgID}}})
 	}
 	for _, d := range pr.dead {
 		pr.r.cfg.Log.Warn("dead letter", "partition", pr.p, "seq", d.seq, "reason", d.reason)
@@ -730,8 +743,17 @@ func (pr *partition) commit(ctx context.Context) error {
 	if m := pr.r.cfg.Metrics; m != nil {
 		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
 	}
-	if err := publishAll(ctx, pr.r.js, out); err != nil {
-		return fmt.Errorf("publish changes: %w", err)
+	// The outbox keeps them until they are out: retry rather than move on (the next commit
+	// replaces the outbox) or give the partition up.
+	for {
+		err := publishAll(ctx, pr.r.js, out)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		pr.r.retry(ctx, pr.p, "publish changes", err)
 	}
 	pr.dead = pr.dead[:0]
 	for id, u := range pr.users {
@@ -817,6 +839,68 @@ func publishAll(ctx context.Context, js jetstream.JetStream, msgs []outboxMsg) e
 		}
 	}
 	return nil
+}
+
+// bucketRecords returns the records of u's changed buckets, and adds the changes to f:
+// a record per hour or day bucket, and per chunk of minute buckets (see ChunkKey), whose
+// other minutes come from the chunks this user's last commit wrote or from the store.
+func (pr *partition) bucketRecords(ctx context.Context, u *userRun, f *feed, now time.Time) ([]pulsebase.DerivedRecord, error) {
+	groups := map[string][]string{} // record key → bucket keys
+	for _, key := range slices.Sorted(maps.Keys(u.pending)) {
+		c := u.pending[key]
+		f.cb.Changes = append(f.cb.Changes, Change{Kind: "series", Key: key, Data: SeriesPoint(c)})
+		ck := chunkKey(c)
+		groups[ck] = append(groups[ck], key)
+	}
+	chunks := make(map[string]map[string]window.Change)
+	var recs []pulsebase.DerivedRecord
+	for _, ck := range slices.Sorted(maps.Keys(groups)) {
+		keys := groups[ck]
+		cs := []window.Change{u.pending[keys[0]]}
+		if cs[0].Res == agg.Minute {
+			chunk, err := pr.chunk(ctx, u, ck)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range keys {
+				chunk[k] = u.pending[k]
+			}
+			chunks[ck] = chunk
+			cs = cs[:0]
+			for _, k := range slices.Sorted(maps.Keys(chunk)) { // keys sort by start
+				cs = append(cs, chunk[k])
+			}
+		}
+		ct, err := sealBuckets(u.keys, ck, cs)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindBucket, Key: ck, Ciphertext: ct, Updated: now})
+	}
+	u.chunks = chunks
+	return recs, nil
+}
+
+// chunk returns the minute buckets of the record ck by bucket key.
+func (pr *partition) chunk(ctx context.Context, u *userRun, ck string) (map[string]window.Change, error) {
+	if c, ok := u.chunks[ck]; ok {
+		return c, nil
+	}
+	out := map[string]window.Change{}
+	recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, ck, ck)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		bs, err := OpenBuckets(u.keys, rec.Key, rec.Ciphertext)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bs {
+			out[bucketKey(b)] = b
+		}
+	}
+	return out, nil
 }
 
 // refreshDue sets pr.dueAt to the earliest time a user's recomputation is due.

@@ -212,11 +212,13 @@ func (pl *pipeline) checkBuckets(t *testing.T, user string, distinct []pulsebase
 			}
 			got := map[int64]agg.Point{}
 			for _, r := range recs {
-				c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
+				cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
 				if err != nil {
 					t.Fatal(err)
 				}
-				got[c.Point.Start.Unix()] = c.Point
+				for _, c := range cs {
+					got[c.Point.Start.Unix()] = c.Point
+				}
 			}
 			if len(got) != len(want) {
 				t.Errorf("%s %s: got %d buckets, want %d", typ, res, len(got), len(want))
@@ -308,10 +310,11 @@ func TestFailoverKeepsResultsExact(t *testing.T) {
 				t.Fatalf("%s %s: got %d day buckets, want %d", u, typ, len(recs), len(want))
 			}
 			for i, r := range recs {
-				c, err := processor.OpenBucket(k, r.Key, r.Ciphertext)
-				if err != nil {
-					t.Fatal(err)
+				cs, err := processor.OpenBuckets(k, r.Key, r.Ciphertext)
+				if err != nil || len(cs) != 1 {
+					t.Fatal(len(cs), err)
 				}
+				c := cs[0]
 				if c.Point.Count != want[i].Count || !near(c.Point.Sum, want[i].Sum) {
 					t.Errorf("%s %s %s: got count %d sum %v, want %d %v", u, typ, r.Key, c.Point.Count, c.Point.Sum, want[i].Count, want[i].Sum)
 				}
@@ -372,10 +375,11 @@ func TestTravellerKeepsLocalDays(t *testing.T) {
 	}
 	got := map[string]float64{}
 	for _, r := range recs {
-		c, err := processor.OpenBucket(keys, r.Key, r.Ciphertext)
-		if err != nil {
-			t.Fatal(err)
+		cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
+		if err != nil || len(cs) != 1 {
+			t.Fatal(len(cs), err)
 		}
+		c := cs[0]
 		got[c.Date] = c.Point.Sum
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
