@@ -32,6 +32,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
+	"github.com/pulsebase/pulsebase/internal/window"
 )
 
 const (
@@ -68,6 +69,9 @@ type Config struct {
 	Replicas        int
 	SyncAlways      bool
 
+	LiveHorizon   time.Duration
+	DailyInterval time.Duration
+
 	KEKURI       string
 	KeyCacheSize int
 	KeyCacheTTL  time.Duration
@@ -103,6 +107,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 2*time.Minute, "how long the broker remembers sample ids to drop re-sends")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas (3 on a JetStream cluster)")
 	fs.BoolVar(&c.SyncAlways, "sync-always", false, "fsync the embedded broker's store on every write (slower; survives power loss)")
+	fs.DurationVar(&c.LiveHorizon, "live-horizon", window.DefaultHorizon, "samples this recent update the processor's in-memory windows; older ones take the backfill path")
+	fs.DurationVar(&c.DailyInterval, "daily-interval", processor.DefaultDailyEvery, "how often at most a user's daily metrics and baselines are recomputed (series buckets follow every commit)")
 	fs.StringVar(&c.KEKURI, "kek-uri", vault.DefaultKEKURI, "key-encryption key: local://PATH (relative to the data dir), pkcs11://TOKEN/KEY?module=LIB&pin-env=VAR,\nhcvault://HOST/transit/keys/NAME or gcp-kms://projects/…/cryptoKeys/NAME")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 100_000, "users whose unwrapped keys stay in memory")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 10*time.Minute, "how long an unwrapped key stays in memory")
@@ -166,6 +172,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--change-retention %s: want at least 1h", c.ChangeRetention)
 	case c.DuplicateWindow < time.Second || c.DuplicateWindow > c.SampleRetention:
 		return fmt.Errorf("--duplicate-window %s: want at least 1s and at most --sample-retention", c.DuplicateWindow)
+	case c.LiveHorizon < 3*time.Hour:
+		return fmt.Errorf("--live-horizon %s: want at least 3h", c.LiveHorizon)
+	case c.DailyInterval < 100*time.Millisecond:
+		return fmt.Errorf("--daily-interval %s: want at least 100ms", c.DailyInterval)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("--replicas %d: want 1..5", c.Replicas)
 	case c.KeyCacheSize < 1:
@@ -336,7 +346,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return vlt.Watch(gctx) })
 	if coord != nil {
-		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions()})
+		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions(),
+			Horizon: cfg.LiveHorizon, DailyEvery: cfg.DailyInterval})
 		g.Go(func() error { return coord.Run(gctx, runner) })
 	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +212,45 @@ func grantAll(t *testing.T, pl *pipeline, user string) {
 	}
 	if _, err := pl.consent.Set(context.Background(), user, c, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
 		t.Fatal(fmt.Errorf("consent: %w", err))
+	}
+}
+
+// TestPendingDaysSurviveARestart stops a processor whose users' days await recomputation
+// and checks that the next one recomputes them without any new sample.
+func TestPendingDaysSurviveARestart(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 6))
+	now := time.Now()
+	users := []string{"upend0", "upend1", "upend2"}
+	distinct := map[string][]pulsebase.Sample{}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: time.Hour})
+	for _, u := range users {
+		grantAll(t, pl, u)
+		in := randomSamples(rng, 150, now)
+		if _, err := pl.ingest.Ingest(ctx, u, pulsebase.Principal{Subject: u, Role: pulsebase.RoleUser}, in); err != nil {
+			t.Fatal(err)
+		}
+		distinct[u] = distinctOf(t, in, now)
+	}
+	for _, u := range users {
+		pl.waitApplied(t, u)
+	}
+	stop()
+	for _, u := range users {
+		recs, err := pl.store.DerivedRecords(ctx, processor.PendingOwner(broker.Partition(u, 64)), processor.KindPending, "", "")
+		if err != nil || len(recs) != 1 || !strings.Contains(string(recs[0].Ciphertext), u) {
+			t.Fatalf("%s is not pending after the first processor: %v", u, err)
+		}
+		if days := pl.storedDays(t, u); len(days) != 0 {
+			t.Fatalf("%s has %d days before any recomputation", u, len(days))
+		}
+	}
+	pl.run(t)
+	for _, u := range users {
+		pl.waitDaily(t, u)
+		if n := checkDaily(t, pl.storedDays(t, u), distinct[u]); n < 50 {
+			t.Errorf("%s: compared only %d values", u, n)
+		}
 	}
 }

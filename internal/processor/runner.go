@@ -29,6 +29,13 @@ type Consent interface {
 	Allowed(ctx context.Context, user string, c pulsebase.Category, p pulsebase.Purpose) (bool, error)
 }
 
+// DefaultDailyEvery is how often at most a user's daily metrics are recomputed by default.
+// Series buckets (day totals included) follow every commit; the derived day — sleep
+// sessions, resting heart rate, baselines — follows within seconds, which is what a
+// wellness app needs of it, at a cost a stream of samples per user can bear (a
+// recomputation reads the days around the sample).
+const DefaultDailyEvery = 5 * time.Second
+
 // RunnerConfig tunes a Runner.
 type RunnerConfig struct {
 	// Horizon is the live horizon of the in-memory windows; zero means window.DefaultHorizon.
@@ -47,8 +54,8 @@ type RunnerConfig struct {
 	// Partitions is the SAMPLES stream's partition count; zero means 64.
 	Partitions int
 	// DailyEvery is how long after a user's first sample since their last recomputation
-	// their daily metrics and baselines are recomputed at the earliest; zero means one
-	// second. A user whose recomputation takes long (a large journal) waits
+	// their daily metrics and baselines are recomputed at the earliest; zero means
+	// DefaultDailyEvery. A user whose recomputation takes long (a large journal) waits
 	// dailyCostFactor times its last duration instead, and while the partition catches up
 	// on a backlog recomputations wait dailyBacklogDelay, so that they never take more
 	// than a small share of the partition's time.
@@ -92,7 +99,7 @@ func NewRunner(js jetstream.JetStream, store pulsebase.Store, v *vault.Vault, c 
 		cfg.Partitions = 64
 	}
 	if cfg.DailyEvery <= 0 {
-		cfg.DailyEvery = time.Second
+		cfg.DailyEvery = DefaultDailyEvery
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -128,6 +135,11 @@ type partition struct {
 	// stored outbox holds messages, to be emptied by the next commit.
 	commits    uint64
 	outboxFull bool
+	// stored holds the broker timestamps (Unix ns) of the messages applied since the last
+	// commit, for the change latency metric.
+	stored []int64
+	// recover lists pending users not loaded yet (see loadPending).
+	recover []string
 }
 
 // userRun is a user's state within a partition, and what changed since the last commit.
@@ -205,6 +217,11 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				if err := pr.startRebuild(ctx, req); err != nil {
 					return r.stopped(ctx, err)
 				}
+			}
+		}
+		if len(pr.recover) > 0 {
+			if err := pr.recoverPending(ctx); err != nil {
+				return err
 			}
 		}
 		if pr.rb != nil {
@@ -308,6 +325,9 @@ func (pr *partition) apply(ctx context.Context, m jetstream.Msg) error {
 		pr.rb.Done = pr.cur
 	} else {
 		pr.seq = pr.cur
+		if pr.r.cfg.Metrics != nil {
+			pr.stored = append(pr.stored, meta.Timestamp.UnixNano())
+		}
 	}
 	pr.applied++
 	_, user, ok := broker.ParseSampleSubject(m.Subject())
@@ -755,6 +775,13 @@ func (pr *partition) commit(ctx context.Context) error {
 		}
 		pr.r.retry(ctx, pr.p, "publish changes", err)
 	}
+	if m := pr.r.cfg.Metrics; m != nil {
+		at := time.Now().UnixNano()
+		for _, t := range pr.stored {
+			m.ChangeLatency.Observe(float64(at-t) / 1e9)
+		}
+	}
+	pr.stored = pr.stored[:0]
 	pr.dead = pr.dead[:0]
 	for id, u := range pr.users {
 		if recomputed[id] {
@@ -949,8 +976,9 @@ func (pr *partition) setPending(user string, waiting bool) {
 	pr.pendingDirty = true
 }
 
-// loadPending reads the partition's pending record and loads those users, whose marked
-// dates are due at once: a former owner stopped before recomputing them.
+// loadPending reads the partition's pending record: users whose marked dates a former
+// owner did not recompute before it stopped. They are loaded a few at a time between
+// batches (recoverPending), so that taking over a partition of many users is quick.
 func (pr *partition) loadPending(ctx context.Context) error {
 	recs, err := pr.r.store.DerivedRecords(ctx, PendingOwner(pr.p), KindPending, "", "")
 	if err != nil || len(recs) == 0 {
@@ -962,17 +990,33 @@ func (pr *partition) loadPending(ctx context.Context) error {
 	}
 	for _, id := range users {
 		pr.pending[id] = true
+	}
+	pr.recover = users
+	return nil
+}
+
+// recoverBatch is how many pending users recoverPending loads at a time.
+const recoverBatch = 64
+
+// recoverPending loads some of the users loadPending found and makes their marked dates
+// due at once.
+func (pr *partition) recoverPending(ctx context.Context) error {
+	n := min(recoverBatch, len(pr.recover))
+	for _, id := range pr.recover[:n] {
 		u, err := pr.user(ctx, id)
 		if err != nil {
 			return err
 		}
 		if len(u.days) == 0 {
-			pr.setPending(id, false)
+			if pr.pending[id] {
+				pr.setPending(id, false)
+			}
 			continue
 		}
 		u.daysSince = time.Time{}
 		pr.dueAt = time.Unix(0, 0)
 	}
+	pr.recover = pr.recover[n:]
 	return nil
 }
 

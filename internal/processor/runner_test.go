@@ -67,12 +67,18 @@ func newPipeline(t testing.TB) *pipeline {
 // run starts a coordinator with a runner and returns its stop function.
 func (pl *pipeline) run(t testing.TB) func() {
 	t.Helper()
+	return pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 200 * time.Millisecond})
+}
+
+// runWith is run with the runner's configuration.
+func (pl *pipeline) runWith(t testing.TB, cfg processor.RunnerConfig) func() {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := processor.NewCoordinator(ctx, pl.brk.JetStream(), processor.CoordinatorConfig{Partitions: 64, LeaseTTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := processor.NewRunner(pl.brk.JetStream(), pl.store, pl.vault, pl.consent, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 200 * time.Millisecond})
+	r := processor.NewRunner(pl.brk.JetStream(), pl.store, pl.vault, pl.consent, cfg)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, r) }()
 	var stopped bool

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -45,6 +46,12 @@ const timeFormat = "2006-01-02T15:04:05.000000Z"
 type Store struct {
 	write *sql.DB // one connection; every statement that modifies the database
 	read  *sql.DB // query_only connections; everything else
+
+	// commits feeds the committer goroutine (group commit of partitions); stop ends it
+	// and stopped reports that it has.
+	commits       chan *commitReq
+	stop, stopped chan struct{}
+	closeOnce     sync.Once
 }
 
 // Open opens (creating if needed) the SQLite database file at path and brings its schema up
@@ -110,7 +117,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	return &Store{write: write, read: read}, nil
+	s := &Store{write: write, read: read, commits: make(chan *commitReq), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.committer()
+	return s, nil
 }
 
 // migrate applies the embedded migrations that db lacks. It uses a goose Provider rather
@@ -165,6 +174,10 @@ func cloneValues(v url.Values) url.Values {
 
 // Close closes both pools. The Store must not be used afterwards.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.stopped
+	})
 	return errors.Join(s.read.Close(), s.write.Close())
 }
 

@@ -58,6 +58,10 @@ type Metrics struct {
 	DeadLetters *prometheus.CounterVec
 	// OwnedPartitions is how many partitions this process runs.
 	OwnedPartitions prometheus.Gauge
+	// ChangeLatency is the time from a sample's storage in SAMPLES (its broker
+	// timestamp, just before ingest's ack) to the publication of the change it caused on
+	// CHANGES.
+	ChangeLatency prometheus.Histogram
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -106,7 +110,12 @@ func NewMetrics() *Metrics {
 		Name: "pulsebase_processor_owned_partitions",
 		Help: "SAMPLES partitions this process currently owns.",
 	})
+	m.ChangeLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulsebase_processor_change_latency_seconds",
+		Help:    "Time from a sample's storage in the SAMPLES stream to the publication of its change on CHANGES.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 1.25, 40),
+	})
 	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
-		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions)
+		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency)
 	return m
 }
