@@ -348,5 +348,7 @@ func (pr *partition) position() string {
 
 // freshState is the empty window state of a user.
 func (r *Runner) freshState() *window.State {
-	return window.NewState(r.cfg.Horizon, window.WithMinuteHorizon(r.cfg.MinuteHorizon))
+	s := window.NewState(r.cfg.Horizon, window.WithMinuteHorizon(r.cfg.MinuteHorizon))
+	s.ForgetIDs()
+	return s
 }

@@ -407,6 +407,19 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		pr.count(smp.Type, "no_consent")
 		return nil // not consented for personalization (or erased meanwhile): not used
 	}
+	// A sample's identity is looked up in the set of its local day (a sample always falls
+	// on the same day), which is stored with the derived data: that is the dedupe horizon,
+	// whatever the sample's age. The window state keeps no ids of its own (ForgetIDs).
+	day := agg.LocalDay(smp)
+	set, err := pr.idset(ctx, u, day)
+	if err != nil {
+		return err
+	}
+	fp := window.Fingerprint(id)
+	if set[fp] {
+		pr.count(smp.Type, "duplicate")
+		return nil // a re-send or a redelivery: counted already
+	}
 	changes, applied, err := u.state.Apply(smp, id, now)
 	switch {
 	case errors.Is(err, window.ErrBackfill):
@@ -416,17 +429,10 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		return nil
 	case !applied:
 		pr.count(smp.Type, "duplicate")
-		return nil // a re-send or a redelivery: counted already
+		return nil
 	}
 	pr.count(smp.Type, "applied")
-	// The id also goes into the stored set of its local day, so that a re-send arriving
-	// after the sample has left the live horizon is still recognised by the backfill path.
-	day := agg.LocalDay(smp)
-	set, err := pr.idset(ctx, u, day)
-	if err != nil {
-		return err
-	}
-	set[window.Fingerprint(id)] = true
+	set[fp] = true
 	u.idDirty[day] = true
 	u.dirty = true
 	pr.noteDaily(u, smp)
@@ -572,6 +578,7 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		if u.state, err = window.Decode(pt); err != nil {
 			return nil, fmt.Errorf("decode state of %s: %w", id, err)
 		}
+		u.state.ForgetIDs() // a state checkpointed before the per-day sets decided may hold some
 	} else {
 		u.state = pr.r.freshState()
 	}

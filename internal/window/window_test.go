@@ -579,3 +579,28 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestForgetIDsLeavesDedupeToTheCaller(t *testing.T) {
+	at := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
+	s := pulsebase.Sample{Type: "heart_rate", Value: 60, Unit: "/min", Start: at, End: at, Source: "w"}
+	st := NewState(0)
+	if _, applied, _ := st.Apply(s, "x", at); !applied {
+		t.Fatal("first apply")
+	}
+	if _, applied, _ := st.Apply(s, "x", at); applied {
+		t.Fatal("a State with ids applied an id twice")
+	}
+	st.ForgetIDs()
+	if _, ids := st.Len(); ids != 0 {
+		t.Errorf("ForgetIDs kept %d ids", ids)
+	}
+	if _, applied, _ := st.Apply(s, "x", at); !applied {
+		t.Error("after ForgetIDs the State still deduplicates")
+	}
+	if p, _ := st.Point("heart_rate", agg.Minute, at); p.Count != 2 {
+		t.Errorf("count %d, want 2 (dedupe is the caller's)", p.Count)
+	}
+	if _, ids := st.Len(); ids != 0 {
+		t.Errorf("Apply after ForgetIDs kept %d ids", ids)
+	}
+}
