@@ -190,8 +190,15 @@ func addDays(date string, n int) string {
 	return t.AddDate(0, 0, n).Format(agg.DateLayout)
 }
 
+// maxRecomputeDates is the most marked dates one recomputation takes.
+const maxRecomputeDates = 7
+
 // journalChunk is the key of a commit's additions to a date's journal.
-func journalChunk(date string, seq uint64) string { return fmt.Sprintf("%s/%020d", date, seq) }
+// It names the owner's epoch and commit count: unique for every commit, including the
+// many commits of a replay, which all stand at the same stream position.
+func journalChunk(date string, pr *partition) string {
+	return fmt.Sprintf("%s/%020d.%020d", date, pr.epoch, pr.commits)
+}
 
 // journalBase is the key of a date's folded journal.
 func journalBase(date string) string { return date + "/" }
@@ -232,7 +239,7 @@ func openJournal(keys *vault.Keys, key string, ct []byte, into []pulsebase.Sampl
 func (pr *partition) journalRecords(u *userRun, now time.Time) ([]pulsebase.DerivedRecord, error) {
 	var recs []pulsebase.DerivedRecord
 	for _, date := range slices.Sorted(maps.Keys(u.journal)) {
-		key := journalChunk(date, pr.seq)
+		key := journalChunk(date, pr)
 		ct, err := sealJournal(u.keys, key, u.journal[date])
 		if err != nil {
 			return nil, err
@@ -246,7 +253,16 @@ func (pr *partition) journalRecords(u *userRun, now time.Time) ([]pulsebase.Deri
 // day those metrics feed (the 60 days after each). It returns the records to commit and
 // the changes for the feed.
 func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Time) ([]pulsebase.DerivedRecord, []change, error) {
+	// At most maxRecomputeDates at a time, the earliest first: an import marks years of
+	// dates, and their journal must not be read at once. The rest stay marked, due at once.
 	marked := slices.Sorted(maps.Keys(u.days))
+	if len(marked) > maxRecomputeDates {
+		marked = marked[:maxRecomputeDates]
+		u.daysSince = time.Time{}
+	}
+	for _, d := range marked {
+		delete(u.days, d)
+	}
 	lo, hi := addDays(marked[0], -2), addDays(marked[len(marked)-1], 1)
 	stored, err := pr.r.store.DerivedRecords(ctx, u.id, KindJournal, journalBase(lo), hi+"/~")
 	if err != nil {
@@ -263,10 +279,20 @@ func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Ti
 		}
 		keysOf[d] = append(keysOf[d], rec.Key)
 	}
+	var recs []pulsebase.DerivedRecord
 	for d, ss := range u.journal {
+		if d < lo || d > hi {
+			// Outside what was read: added as a chunk, folded when its turn comes.
+			key := journalChunk(d, pr)
+			ct, err := sealJournal(u.keys, key, ss)
+			if err != nil {
+				return nil, nil, err
+			}
+			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindJournal, Key: key, Ciphertext: ct, Updated: now})
+			continue
+		}
 		byDate[d] = append(byDate[d], ss...)
 	}
-	var recs []pulsebase.DerivedRecord
 	for d, ss := range byDate {
 		// Fold the date's records into one when it has more than its folded record.
 		if len(u.journal[d]) == 0 && len(keysOf[d]) == 1 && keysOf[d][0] == journalBase(d) {

@@ -209,7 +209,7 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 	}
 	var cons jetstream.Consumer
 	lastCommit := time.Now()
-	var lastLook time.Time
+	var lastLook, lastLag time.Time
 	for ctx.Err() == nil {
 		if pr.rb == nil && time.Since(lastLook) >= time.Second {
 			lastLook = time.Now()
@@ -271,10 +271,9 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			r.cfg.Log.Warn("fetch", "partition", p, "err", err)
 		}
-		if m := r.cfg.Metrics; m != nil {
-			if info := cons.CachedInfo(); info != nil {
-				m.Lag.WithLabelValues(pr.label).Set(float64(info.NumPending))
-			}
+		if m := r.cfg.Metrics; m != nil && time.Since(lastLag) >= 2*time.Second {
+			lastLag = time.Now()
+			pr.reportLag(ctx, m)
 		}
 		if backlog := fetched >= r.cfg.Batch; backlog != pr.backlog {
 			pr.backlog = backlog
@@ -290,6 +289,20 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 		}
 	}
 	return nil
+}
+
+// reportLag sets the partition's lag: the stream sequence of its last message minus the
+// last applied sequence.
+func (pr *partition) reportLag(ctx context.Context, m *telemetry.Metrics) {
+	st, err := pr.r.js.Stream(ctx, broker.StreamSamples)
+	if err != nil {
+		return
+	}
+	last, err := st.GetLastMsgForSubject(ctx, broker.PartitionFilter(pr.p))
+	if err != nil {
+		return // an empty partition, or the broker is busy: the next report will do
+	}
+	m.Lag.WithLabelValues(pr.label).Set(float64(max(last.Sequence, pr.seq) - pr.seq))
 }
 
 // stopped is what Acquired returns after a failed commit: nothing when the partition moved
@@ -651,7 +664,6 @@ func (pr *partition) commit(ctx context.Context) error {
 	for _, u := range pr.resets {
 		recs = append(recs, pulsebase.DerivedRecord{User: u, Delete: true})
 	}
-	recomputed := map[string]bool{}
 	for _, u := range pr.users {
 		due := len(u.days) > 0 && !now.Before(pr.dailyDue(u))
 		if u.erased || !u.dirty && !due {
@@ -675,17 +687,15 @@ func (pr *partition) commit(ctx context.Context) error {
 			}
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindIDs, Key: day, Ciphertext: ct, Updated: now})
 		}
-		days := u.days
 		if due {
+			began := time.Now()
 			drecs, dchanges, err := pr.recomputeDaily(ctx, u, now)
 			if err != nil {
 				return err
 			}
-			u.dailyCost = time.Since(now)
+			u.dailyCost = time.Since(began)
 			recs = append(recs, drecs...)
 			f.cb.Changes = append(f.cb.Changes, dchanges...)
-			recomputed[u.id] = true
-			days = nil
 		} else {
 			jrecs, err := pr.journalRecords(u, now)
 			if err != nil {
@@ -696,12 +706,12 @@ func (pr *partition) commit(ctx context.Context) error {
 		if len(f.cb.Changes) > 0 {
 			feeds = append(feeds, f)
 		}
-		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), days))
+		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), u.days))
 		if err != nil {
 			return err
 		}
 		recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindState, Key: "", Ciphertext: ct, Updated: now})
-		if waiting := len(days) > 0; waiting != pr.pending[u.id] {
+		if waiting := len(u.days) > 0; waiting != pr.pending[u.id] {
 			pr.setPending(u.id, waiting)
 		}
 	}
@@ -791,9 +801,6 @@ func (pr *partition) commit(ctx context.Context) error {
 	pr.stored = pr.stored[:0]
 	pr.dead = pr.dead[:0]
 	for id, u := range pr.users {
-		if recomputed[id] {
-			clear(u.days)
-		}
 		if !u.dirty && len(u.days) == 0 && now.Sub(u.lastUsed) > idleUser {
 			delete(pr.users, id) // idle: everything of theirs is committed
 			continue
