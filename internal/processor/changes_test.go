@@ -156,3 +156,44 @@ func jsonSame(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
 }
+
+// TestRevokedConsentStopsProcessing stores samples while the user consents, revokes heart
+// before the processor gets to them, and checks that only the still-consented category
+// reaches the derived data.
+func TestRevokedConsentStopsProcessing(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "urevoke"
+	grantAll(t, pl, user)
+	at := time.Now().Add(-time.Hour).Truncate(time.Minute).UTC()
+	in := []pulsebase.SampleInput{
+		{Type: "heart_rate", Value: json.RawMessage("61"), Start: at.Format(time.RFC3339), Source: "w"},
+		{Type: "steps", Value: json.RawMessage("40"), Start: at.Format(time.RFC3339), End: at.Add(time.Minute).Format(time.RFC3339), Source: "w"},
+	}
+	if res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: user, Role: pulsebase.RoleUser}, in); err != nil || res.Accepted != 2 {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	c, err := pl.consent.Get(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Collect[pulsebase.CategoryHeart] = false
+	if _, err := pl.consent.Set(ctx, user, c, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	pl.run(t)
+	pl.waitDaily(t, user)
+	count := func(typ string) int {
+		recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, typ+"/", typ+"/~")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+	if n := count("heart_rate"); n != 0 {
+		t.Errorf("%d heart rate bucket records after the revocation, want none", n)
+	}
+	if n := count("steps"); n != 3 {
+		t.Errorf("%d steps bucket records, want 3 (minute chunk, hour, day)", n)
+	}
+}

@@ -121,6 +121,49 @@ func (pl *pipeline) waitApplied(t *testing.T, user string) {
 	}
 }
 
+// moreSamples returns n random samples of the other types daily metrics read: activity
+// intensity, RR intervals in bursts of successive beats, device resting heart rate and
+// HRV, water, weight and mood — recent or weeks old, like randomSamples.
+func moreSamples(rng *rand.Rand, n int, now time.Time) []pulsebase.SampleInput {
+	var out []pulsebase.SampleInput
+	for len(out) < n {
+		ago := time.Duration(rng.Int64N(int64(2 * time.Hour)))
+		if rng.IntN(4) == 0 {
+			ago = time.Duration(rng.Int64N(int64(30 * 24 * time.Hour)))
+		}
+		start := now.Add(-ago - 45*time.Minute).Truncate(time.Second).In(time.FixedZone("", -6*3600))
+		in := pulsebase.SampleInput{Start: start.Format(time.RFC3339), Source: "band"}
+		switch rng.IntN(7) {
+		case 0:
+			in.Type, in.End = "activity_intensity", start.Add(time.Duration(1+rng.IntN(30))*time.Minute).Format(time.RFC3339)
+			in.Value = json.RawMessage(`"` + []string{"sedentary", "light", "moderate", "vigorous"}[rng.IntN(4)] + `"`)
+		case 1:
+			beat := start
+			for range 40 { // successive beats, some of them artifacts
+				ms := 800 + rng.IntN(120)
+				if rng.IntN(10) == 0 {
+					ms = 1500
+				}
+				out = append(out, pulsebase.SampleInput{Type: "rr_interval", Value: json.RawMessage(fmt.Sprint(ms)), Start: beat.Format(time.RFC3339Nano), Source: "strap"})
+				beat = beat.Add(time.Duration(ms) * time.Millisecond)
+			}
+			continue
+		case 2:
+			in.Type, in.Value = "resting_heart_rate", json.RawMessage(fmt.Sprint(48+rng.IntN(20)))
+		case 3:
+			in.Type, in.Value = "hrv_rmssd", json.RawMessage(fmt.Sprint(20+rng.IntN(80)))
+		case 4:
+			in.Type, in.Value = "water", json.RawMessage(fmt.Sprint(100+rng.IntN(400)))
+		case 5:
+			in.Type, in.Value = "body_weight", json.RawMessage(fmt.Sprint(60+rng.IntN(30)))
+		default:
+			in.Type, in.Value = "mood", json.RawMessage(fmt.Sprint(1+rng.IntN(5)))
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
 func randomSamples(rng *rand.Rand, n int, now time.Time) []pulsebase.SampleInput {
 	zones := []*time.Location{time.FixedZone("", -6*3600), time.FixedZone("", 5*3600+1800), time.UTC}
 	var out []pulsebase.SampleInput
@@ -152,18 +195,20 @@ func randomSamples(rng *rand.Rand, n int, now time.Time) []pulsebase.SampleInput
 // duplicates within batches, re-sends after the broker's duplicate window and a processor
 // restart, and checks that the stored buckets equal agg.Buckets over the distinct samples.
 func TestRunnerEqualsBatchComputation(t *testing.T) {
+	for _, seed := range []uint64{3, 17, 29} {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { runnerEqualsBatch(t, seed) })
+	}
+}
+
+func runnerEqualsBatch(t *testing.T, seed uint64) {
 	pl := newPipeline(t)
 	ctx := context.Background()
 	const user = "ualice"
-	if _, err := pl.consent.Set(ctx, user, pulsebase.Consent{
-		Collect:  map[pulsebase.Category]bool{pulsebase.CategoryHeart: true, pulsebase.CategoryActivity: true, pulsebase.CategorySleep: true},
-		Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposePersonalization: true},
-	}, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
+	grantAll(t, pl, user)
+	rng := rand.New(rand.NewPCG(seed, 4))
 	now := time.Now()
-	inputs := randomSamples(rng, 400, now)
+	inputs := append(randomSamples(rng, 400, now), moreSamples(rng, 100, now)...)
+	rng.Shuffle(len(inputs), func(i, j int) { inputs[i], inputs[j] = inputs[j], inputs[i] })
 	post := func(in []pulsebase.SampleInput) {
 		t.Helper()
 		res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "alice", Role: pulsebase.RoleUser}, in)
