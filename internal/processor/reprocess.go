@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -196,19 +197,9 @@ func (q *requests) list(ctx context.Context, js jetstream.JetStream) ([]Reproces
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b ReprocessRequest) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b ReprocessRequest) int { return cmp.Compare(a.ID, b.ID) })
 	q.pending, q.read = out, time.Now()
 	return out, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // nextRebuild returns the oldest request for this partition newer than the last one it

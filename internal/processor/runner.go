@@ -434,9 +434,11 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		return nil // a re-send or a redelivery: counted already
 	}
 	changes, applied, err := u.state.Apply(smp, id, now)
+	outcome := "applied"
 	switch {
 	case errors.Is(err, window.ErrBackfill):
-		return pr.backfill(ctx, u, smp, id)
+		// Older than the live horizon: its contributions merge into the stored buckets.
+		changes, outcome = window.Deltas(smp), "backfill"
 	case err != nil:
 		pr.deadLetter(err.Error())
 		return nil
@@ -444,39 +446,13 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		pr.count(smp.Type, "duplicate")
 		return nil
 	}
-	pr.count(smp.Type, "applied")
+	pr.count(smp.Type, outcome)
 	set[fp] = true
 	u.idDirty[day] = true
 	u.dirty = true
 	pr.noteDaily(u, smp)
 	for _, c := range changes {
 		if err := pr.stage(ctx, u, c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// backfill counts a sample older than the live horizon in the stored buckets, using the
-// stored set of ids counted on its local day to count it once.
-func (pr *partition) backfill(ctx context.Context, u *userRun, smp pulsebase.Sample, id string) error {
-	day := agg.LocalDay(smp)
-	set, err := pr.idset(ctx, u, day)
-	if err != nil {
-		return err
-	}
-	fp := window.Fingerprint(id)
-	if set[fp] {
-		pr.count(smp.Type, "duplicate")
-		return nil
-	}
-	pr.count(smp.Type, "backfill")
-	set[fp] = true
-	u.idDirty[day] = true
-	u.dirty = true
-	pr.noteDaily(u, smp)
-	for _, d := range window.Deltas(smp) {
-		if err := pr.stage(ctx, u, d); err != nil {
 			return err
 		}
 	}
@@ -518,6 +494,16 @@ func (pr *partition) loadDay(ctx context.Context, u *userRun, c window.Change) e
 	if u.loaded[lo] {
 		return nil
 	}
+	if err := pr.readBuckets(ctx, u, lo, hi, u.stored); err != nil {
+		return err
+	}
+	u.loaded[lo] = true
+	return nil
+}
+
+// readBuckets adds u's stored buckets of the records with keys in [lo, hi] to into, by
+// bucket key.
+func (pr *partition) readBuckets(ctx context.Context, u *userRun, lo, hi string, into map[string]window.Change) error {
 	recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, lo, hi)
 	if err != nil {
 		return err
@@ -528,10 +514,9 @@ func (pr *partition) loadDay(ctx context.Context, u *userRun, c window.Change) e
 			return err
 		}
 		for _, b := range bs {
-			u.stored[bucketKey(b)] = b
+			into[bucketKey(b)] = b
 		}
 	}
-	u.loaded[lo] = true
 	return nil
 }
 
@@ -928,20 +913,7 @@ func (pr *partition) chunk(ctx context.Context, u *userRun, ck string) (map[stri
 		return c, nil
 	}
 	out := map[string]window.Change{}
-	recs, err := pr.r.store.DerivedRecords(ctx, u.id, KindBucket, ck, ck)
-	if err != nil {
-		return nil, err
-	}
-	for _, rec := range recs {
-		bs, err := OpenBuckets(u.keys, rec.Key, rec.Ciphertext)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range bs {
-			out[bucketKey(b)] = b
-		}
-	}
-	return out, nil
+	return out, pr.readBuckets(ctx, u, ck, ck, out)
 }
 
 // refreshDue sets pr.dueAt to the earliest time a user's recomputation is due.
