@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/pulsebase/pulsebase"
@@ -190,7 +191,8 @@ func addDays(date string, n int) string {
 	return t.AddDate(0, 0, n).Format(agg.DateLayout)
 }
 
-// maxRecomputeDates is the most marked dates one recomputation takes.
+// maxRecomputeDates is how many days from the earliest marked date one recomputation
+// takes.
 const maxRecomputeDates = 7
 
 // journalChunk is the key of a commit's additions to a date's journal.
@@ -253,11 +255,12 @@ func (pr *partition) journalRecords(u *userRun, now time.Time) ([]pulsebase.Deri
 // day those metrics feed (the 60 days after each). It returns the records to commit and
 // the changes for the feed.
 func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Time) ([]pulsebase.DerivedRecord, []change, error) {
-	// At most maxRecomputeDates at a time, the earliest first: an import marks years of
+	// The earliest marked dates within a week of each other: an import marks years of
 	// dates, and their journal must not be read at once. The rest stay marked, due at once.
 	marked := slices.Sorted(maps.Keys(u.days))
-	if len(marked) > maxRecomputeDates {
-		marked = marked[:maxRecomputeDates]
+	week := addDays(marked[0], maxRecomputeDates-1)
+	if n := sort.SearchStrings(marked, week+"~"); n < len(marked) {
+		marked = marked[:n]
 		u.daysSince = time.Time{}
 	}
 	for _, d := range marked {
