@@ -267,6 +267,14 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				}
 				return err
 			}
+			// A batch of cold users (after a takeover) can take seconds to apply: commit
+			// on time within it too.
+			if time.Since(lastCommit) >= 4*r.cfg.Flush {
+				lastCommit = time.Now()
+				if err := pr.commit(ctx); err != nil {
+					return r.stopped(ctx, err)
+				}
+			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			r.cfg.Log.Warn("fetch", "partition", p, "err", err)
@@ -984,8 +992,8 @@ func (pr *partition) loadPending(ctx context.Context) error {
 // recoverBatch is how many pending users recoverPending loads at a time.
 const recoverBatch = 64
 
-// recoverPending loads some of the users loadPending found and makes their marked dates
-// due at once.
+// recoverPending loads some of the users loadPending found, so that their marked dates
+// are recomputed.
 func (pr *partition) recoverPending(ctx context.Context) error {
 	n := min(recoverBatch, len(pr.recover))
 	for _, id := range pr.recover[:n] {
@@ -999,8 +1007,12 @@ func (pr *partition) recoverPending(ctx context.Context) error {
 			}
 			continue
 		}
-		u.daysSince = time.Time{}
-		pr.dueAt = time.Unix(0, 0)
+		// Due after the usual delay, not at once: a takeover of many users must not begin
+		// with all their recomputations in its first commit.
+		u.daysSince = time.Now()
+		if at := pr.dailyDue(u); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+			pr.dueAt = at
+		}
 	}
 	pr.recover = pr.recover[n:]
 	return nil
