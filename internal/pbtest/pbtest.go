@@ -85,7 +85,7 @@ func MustOpenServer(t testing.TB) *Server {
 	vaultDone := make(chan error, 1)
 	go func() { vaultDone <- v.Watch(runCtx) }()
 	m := telemetry.NewMetrics()
-	coord, err := processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{Partitions: brk.Partitions(), LeaseTTL: 2 * time.Second, Log: log})
+	coord, err := processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{Partitions: brk.Partitions(), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -248,7 +248,10 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 				continue
 			}
 		}
-		wait := max(r.cfg.Flush-time.Since(lastCommit), 5*time.Millisecond)
+		wait := r.cfg.Flush // nothing to commit: wait for messages (or a due recomputation)
+		if pr.applied > 0 {
+			wait = max(r.cfg.Flush-time.Since(lastCommit), 5*time.Millisecond)
+		}
 		if !pr.dueAt.IsZero() {
 			wait = max(min(wait, time.Until(pr.dueAt)), 5*time.Millisecond)
 		}
@@ -654,11 +657,12 @@ func (pr *partition) commit(ctx context.Context) error {
 	now := time.Now().UTC()
 	var recs []pulsebase.DerivedRecord
 	var feeds []*feed
+	recomputes := 0
 	for _, u := range pr.resets {
 		recs = append(recs, pulsebase.DerivedRecord{User: u, Delete: true})
 	}
 	for _, u := range pr.users {
-		due := len(u.days) > 0 && !now.Before(pr.dailyDue(u))
+		due := len(u.days) > 0 && !now.Before(pr.dailyDue(u)) && recomputes < maxRecomputes
 		if u.erased || !u.dirty && !due {
 			continue
 		}
@@ -681,6 +685,7 @@ func (pr *partition) commit(ctx context.Context) error {
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindIDs, Key: day, Ciphertext: ct, Updated: now})
 		}
 		if due {
+			recomputes++
 			began := time.Now()
 			drecs, dchanges, err := pr.recomputeDaily(ctx, u, now)
 			if err != nil {
@@ -946,8 +951,11 @@ func (pr *partition) noteDaily(u *userRun, smp pulsebase.Sample) {
 	}
 }
 
-// How recomputations of daily metrics are spaced (see RunnerConfig.DailyEvery).
+// How recomputations of daily metrics are spaced (see RunnerConfig.DailyEvery), and how
+// many one commit takes at most (a takeover of many users with pending work, or a burst
+// of users all due at once, is spread over commits).
 const (
+	maxRecomputes     = 128
 	dailyCostFactor   = 10
 	dailyBacklogDelay = 10 * time.Second
 )
@@ -1007,12 +1015,10 @@ func (pr *partition) recoverPending(ctx context.Context) error {
 			}
 			continue
 		}
-		// Due after the usual delay, not at once: a takeover of many users must not begin
-		// with all their recomputations in its first commit.
-		u.daysSince = time.Now()
-		if at := pr.dailyDue(u); pr.dueAt.IsZero() || at.Before(pr.dueAt) {
-			pr.dueAt = at
-		}
+		// Due at once (a commit takes at most maxRecomputes of them): postponing them by
+		// the usual delay would postpone them for ever on a partition that keeps moving.
+		u.daysSince = time.Time{}
+		pr.dueAt = time.Unix(0, 0)
 	}
 	pr.recover = pr.recover[n:]
 	return nil
