@@ -198,6 +198,17 @@ func schemas() obj {
 				},
 			}}},
 		},
+		"Changes": obj{
+			"type":     "object",
+			"required": []string{"changes", "cursor", "has_more"},
+			"properties": obj{
+				"changes": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+					"cursor": str, "kind": obj{"type": "string", "enum": []string{"series", "daily", "recommendation", "profile", "consent", "rejection"}},
+					"key": str, "data": obj{"type": "object"},
+				}}},
+				"cursor": str, "has_more": obj{"type": "boolean"},
+			},
+		},
 		"ReprocessInput": obj{
 			"type":       "object",
 			"properties": obj{"user": str, "all": obj{"type": "boolean"}},

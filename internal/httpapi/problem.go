@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
 // problemBase prefixes the type URI of every problem; the code completes it.
@@ -48,7 +49,7 @@ func statusOf(code string) int {
 		return http.StatusServiceUnavailable
 	case pulsebase.EINTERNAL:
 		return http.StatusInternalServerError
-	case pulsebase.EERASED:
+	case pulsebase.EERASED, processor.ECURSOREXPIRED:
 		return http.StatusGone
 	default:
 		// Per-sample codes (out_of_range, unknown_type, …) reach the client as the code of

@@ -129,6 +129,19 @@ func (s *Server) routes() []route {
 			}, authProblems(403, 404)...),
 		},
 		{
+			Method: "GET", Pattern: "/v1/users/{user}/changes", Roles: self, handler: (*Server).handleChanges,
+			ID: "getChanges", Tag: "sync",
+			Summary: "The user's change feed after a cursor (HTTP fallback of /v1/sync): up to limit changes in order, each with the cursor just after it, the cursor to continue from, and has_more. Without after, from the oldest change retained. A cursor older than the feed's retention answers 410 cursor_expired: start again from a snapshot.",
+			Params: []param{userParam,
+				{Name: "after", In: "query", Description: "a cursor from an earlier answer or change"},
+				{Name: "limit", In: "query", Description: "1..1000, default 100"}},
+			Responses: append([]response{
+				{Status: 200, Description: "the changes", ContentType: "application/json", Schema: "Changes"},
+				{Status: 400, Description: "not a cursor, or a bad limit", ContentType: problemJSON, Schema: "Problem"},
+				{Status: 410, Description: "cursor_expired", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404)...),
+		},
+		{
 			Method: "POST", Pattern: "/v1/admin/reprocess", Roles: admins, handler: (*Server).handleReprocess,
 			ID: "reprocess", Tag: "operations",
 			Summary:     "Rebuild one user's derived data ({\"user\": internal id}) or everyone's ({\"all\": true}) from the retained sample stream, while the server runs: no double counting, and samples arriving meanwhile are applied after the replay.",

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -131,5 +132,71 @@ func TestDailyShowsDerivedMetrics(t *testing.T) {
 	other := s.UserToken(t, "erin")
 	if r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/daily?from="+date+"&to="+date, other, "", nil); r.Status != 200 || strings.Contains(string(r.Body), "2000") {
 		t.Errorf("another user: got %d %s", r.Status, r.Body)
+	}
+}
+
+// TestChangesFallback reads the change feed over HTTP: the changes of posted samples, a
+// resumed read with nothing new, and the errors.
+func TestChangesFallback(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	tok := s.UserToken(t, "cleo")
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute)
+	if r := pbtest.Do(t, "POST", s.URL+"/v1/samples", tok, jsonCT, batch(
+		fmt.Sprintf(`{"type":"heart_rate","value":64,"start":%q,"source":"w"}`, at.Format(time.RFC3339)))); r.Status != 202 {
+		t.Fatalf("got %d %s", r.Status, r.Body)
+	}
+	type page struct {
+		Changes []struct {
+			Cursor, Kind, Key string
+			Data              map[string]any
+		}
+		Cursor  string
+		HasMore bool `json:"has_more"`
+	}
+	var p page
+	pbtest.WaitFor(t, 60*time.Second, "the minute bucket on the change feed", func() bool {
+		r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes?limit=1000", tok, "", nil)
+		if r.Status != 200 {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+		p = page{}
+		r.JSON(t, &p)
+		for _, c := range p.Changes {
+			if c.Kind == "series" && strings.HasPrefix(c.Key, "heart_rate/1m/") && c.Data["last"] == 64.0 {
+				return true
+			}
+		}
+		return false
+	})
+	if p.HasMore || p.Cursor != p.Changes[len(p.Changes)-1].Cursor {
+		t.Errorf("got has_more %v and cursor %s, want false and the last change's", p.HasMore, p.Cursor)
+	}
+	// Page by page: the first change alone, then the rest from its cursor.
+	var first, rest page
+	pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes?limit=1", tok, "", nil).JSON(t, &first)
+	if len(first.Changes) != 1 || first.Changes[0].Cursor != p.Changes[0].Cursor || first.HasMore != (len(p.Changes) > 1) {
+		t.Errorf("first page: %+v", first)
+	}
+	pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes?limit=1000&after="+first.Cursor, tok, "", nil).JSON(t, &rest)
+	if len(rest.Changes) != len(p.Changes)-1 {
+		t.Errorf("resumed: %d changes, want %d", len(rest.Changes), len(p.Changes)-1)
+	}
+	// Another user's feed is their own.
+	var theirs page
+	pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes", s.UserToken(t, "dan"), "", nil).JSON(t, &theirs)
+	if len(theirs.Changes) != 0 {
+		t.Errorf("another user sees %d changes", len(theirs.Changes))
+	}
+	expired := "c1." + base64.RawURLEncoding.EncodeToString([]byte("1.1.0"))
+	for _, c := range []struct{ query, want string }{
+		{"?after=nonsense", "400"},
+		{"?limit=0", "400"},
+		{"?limit=1001", "400"},
+		{"?after=" + expired, "410"},
+	} {
+		r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes"+c.query, tok, "", nil)
+		if fmt.Sprint(r.Status) != c.want || !strings.Contains(r.Header.Get("Content-Type"), "problem") {
+			t.Errorf("%s: got %d %s, want %s problem+json", c.query, r.Status, r.Body, c.want)
+		}
 	}
 }

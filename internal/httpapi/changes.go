@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/processor"
+)
+
+// Limits of GET …/changes.
+const (
+	defaultChangesLimit = 100
+	maxChangesLimit     = 1000
+)
+
+func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
+	usr, ok := s.ownUser(w, r)
+	if !ok {
+		return
+	}
+	if s.deps.JetStream == nil {
+		writeProblem(w, pulsebase.EUNAVAILABLE, "this server has no broker connection for the change feed")
+		return
+	}
+	q := r.URL.Query()
+	limit := defaultChangesLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxChangesLimit {
+			writeProblem(w, pulsebase.EINVALID, "limit must be an integer from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	keys, err := s.deps.Vault.UserKeys(r.Context(), usr.ID)
+	if err != nil {
+		s.serviceError(w, r, "changes keys", err)
+		return
+	}
+	page, err := processor.ReadFeed(r.Context(), s.deps.JetStream, keys, usr.ID, q.Get("after"), limit)
+	if err != nil {
+		s.serviceError(w, r, "changes", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
