@@ -254,7 +254,7 @@ func (pr *partition) journalRecords(u *userRun, now time.Time) ([]pulsebase.Deri
 // recomputeDaily recomputes u's marked dates: their metrics, and the baselines of every
 // day those metrics feed (the 60 days after each). It returns the records to commit and
 // the changes for the feed.
-func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Time) ([]pulsebase.DerivedRecord, []change, error) {
+func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Time) ([]pulsebase.DerivedRecord, []Change, error) {
 	// The earliest marked dates within a week of each other: an import marks years of
 	// dates, and their journal must not be read at once. The rest stay marked, due at once.
 	marked := slices.Sorted(maps.Keys(u.days))
@@ -338,7 +338,7 @@ func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Ti
 	}
 	// Baselines: of every day with data from the first marked date to 60 days after the
 	// last, each from the 60 days before it.
-	var changes []change
+	var changes []Change
 	for _, d := range slices.Sorted(maps.Keys(days)) {
 		if d < marked[0] {
 			continue
@@ -371,13 +371,13 @@ func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Ti
 			return nil, nil, err
 		}
 		recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindDaily, Key: d, Ciphertext: ct, Updated: now})
-		changes = append(changes, change{Kind: "daily", Key: d, Data: diff})
+		changes = append(changes, Change{Kind: "daily", Key: d, Data: diff})
 	}
 	for _, d := range marked {
 		if _, ok := days[d]; !ok && before[d] != nil {
 			// The day lost all its data (a recomputation after a change of rules).
 			recs = append(recs, pulsebase.DerivedRecord{User: u.id, Kind: KindDaily, Key: d, Delete: true})
-			changes = append(changes, change{Kind: "daily", Key: d, Data: map[string]any{"date": d, "deleted": true}})
+			changes = append(changes, Change{Kind: "daily", Key: d, Data: map[string]any{"date": d, "deleted": true}})
 		}
 	}
 	return recs, changes, nil

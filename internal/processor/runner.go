@@ -153,7 +153,7 @@ type userRun struct {
 	idsets  map[string]map[uint64]bool
 	idDirty map[string]bool
 	// rejections of sealed samples, for the change feed
-	rejections []change
+	rejections []Change
 	// stored holds buckets read from the store since the last commit, and loaded the
 	// ranges they were read for
 	stored   map[string]window.Change
@@ -402,7 +402,7 @@ func (pr *partition) applySealed(ctx context.Context, u *userRun, id string, dat
 		if len(problems) > 0 {
 			// The device learns of it on its change feed: the batch, the sample's index
 			// and the first problem's code.
-			u.rejections = append(u.rejections, change{Kind: "rejection", Key: id + "/" + strconv.Itoa(i), Data: map[string]any{
+			u.rejections = append(u.rejections, Change{Kind: "rejection", Key: id + "/" + strconv.Itoa(i), Data: map[string]any{
 				"batch": id, "index": i, "code": problems[0].Code, "detail": problems[0].Detail,
 			}})
 			u.dirty = true
@@ -606,9 +606,6 @@ func (pr *partition) count(typ, outcome string) {
 		m.Processed.WithLabelValues(typ, outcome).Inc()
 	}
 }
-
-// change is what a user's change feed carries for a bucket.
-type change = Change
 
 // maxChangesPerMessage bounds a change message (a series change is ~200 bytes of JSON).
 const maxChangesPerMessage = 1000
