@@ -135,9 +135,9 @@ type partition struct {
 	// stored outbox holds messages, to be emptied by the next commit.
 	commits    uint64
 	outboxFull bool
-	// stored holds the broker timestamps (Unix ns) of the messages applied since the last
-	// commit, for the change latency metric.
-	stored []int64
+	// storedAt holds the broker timestamps (Unix ns) of the messages applied since the
+	// last commit, for the change latency metric.
+	storedAt []int64
 	// recover lists pending users not loaded yet (see loadPending).
 	recover []string
 }
@@ -350,7 +350,7 @@ func (pr *partition) apply(ctx context.Context, m jetstream.Msg) error {
 	} else {
 		pr.seq = pr.cur
 		if pr.r.cfg.Metrics != nil {
-			pr.stored = append(pr.stored, meta.Timestamp.UnixNano())
+			pr.storedAt = append(pr.storedAt, meta.Timestamp.UnixNano())
 		}
 	}
 	pr.applied++
@@ -789,11 +789,11 @@ func (pr *partition) commit(ctx context.Context) error {
 	}
 	if m := pr.r.cfg.Metrics; m != nil {
 		at := time.Now().UnixNano()
-		for _, t := range pr.stored {
+		for _, t := range pr.storedAt {
 			m.ChangeLatency.Observe(float64(at-t) / 1e9)
 		}
 	}
-	pr.stored = pr.stored[:0]
+	pr.storedAt = pr.storedAt[:0]
 	pr.dead = pr.dead[:0]
 	for id, u := range pr.users {
 		if !u.dirty && len(u.days) == 0 && now.Sub(u.lastUsed) > idleUser {
