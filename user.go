@@ -122,6 +122,7 @@ type Store interface {
 	KeyEventStore
 	ConsentStore
 	DerivedStore
+	ProfileStore
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -54,6 +54,8 @@ func Run(t *testing.T, open Opener) {
 		{"AppendConsentConcurrent", testAppendConsentConcurrent},
 		{"Derived", testDerived},
 		{"CommitPartitionFencingConcurrent", testCommitPartitionFencingConcurrent},
+		{"Profile", testProfile},
+		{"PutProfileConcurrent", testPutProfileConcurrent},
 		{"Times", testTimes},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
