@@ -42,7 +42,9 @@ func testPutProfileConcurrent(t *testing.T, open Opener) {
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
 	for i := range writers {
-		wg.Go(func() { errs[i] = s.PutProfile(ctx, pulsebase.StoredProfile{User: "uc", Version: 1, Ciphertext: []byte{byte(i)}}) })
+		wg.Go(func() {
+			errs[i] = s.PutProfile(ctx, pulsebase.StoredProfile{User: "uc", Version: 1, Ciphertext: []byte{byte(i)}})
+		})
 	}
 	wg.Wait()
 	won := 0
