@@ -28,6 +28,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/postgres"
 	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/profile"
 	"github.com/pulsebase/pulsebase/internal/sim"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
@@ -299,6 +300,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		Vault:      vlt,
 		Store:      store,
 		Metrics:    metrics,
+		Profiles:   profile.New(store, vlt, brk.JetStream(), log),
 		JetStream:  brk.JetStream(),
 		Partitions: brk.Partitions(),
 		Ready: func(ctx context.Context) error {

@@ -209,6 +209,22 @@ func schemas() obj {
 				"cursor": str, "has_more": obj{"type": "boolean"},
 			},
 		},
+		"Profile": obj{"type": "object", "description": "the merged profile document (see internal/crdt)"},
+		"ProfileOps": obj{
+			"type": "object", "required": []string{"ops"},
+			"properties": obj{"ops": obj{"type": "array", "maxItems": 200, "items": obj{"type": "object", "properties": obj{
+				"id": str, "ts": obj{"type": "object"}, "kind": obj{"type": "string", "enum": []string{"set", "add", "remove", "incr"}},
+				"path": str, "value": obj{}, "observed": obj{"type": "object"},
+			}}}},
+		},
+		"ProfileOpsResult": obj{
+			"type": "object",
+			"properties": obj{
+				"results": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+					"id": str, "applied": obj{"type": "boolean"}, "code": str, "detail": str}}},
+				"profile": ref("Profile"), "version": integer,
+			},
+		},
 		"ReprocessInput": obj{
 			"type":       "object",
 			"properties": obj{"user": str, "all": obj{"type": "boolean"}},

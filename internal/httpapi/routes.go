@@ -142,6 +142,24 @@ func (s *Server) routes() []route {
 			}, authProblems(403, 404)...),
 		},
 		{
+			Method: "GET", Pattern: "/v1/users/{user}/profile", Roles: self, handler: (*Server).handleGetProfile,
+			ID: "getProfile", Tag: "sync",
+			Summary:   "The user's profile (goals, units, time zone, quiet and active hours, enabled nudges, favourite activities, water glasses per day), merged from every device's edits; ETag is its version.",
+			Params:    []param{userParam},
+			Responses: append([]response{{Status: 200, Description: "the profile", ContentType: "application/json", Schema: "Profile"}}, authProblems(403, 404)...),
+		},
+		{
+			Method: "POST", Pattern: "/v1/users/{user}/profile/ops", Roles: writers, handler: (*Server).handleProfileOps,
+			ID: "postProfileOps", Tag: "sync",
+			Summary:     "Apply profile ops (the CRDT ops of internal/crdt, as sync's ops frames carry them; HTTP fallback): each op's outcome (applied, duplicate, or refused with a code) and the merged profile. Ops are idempotent by id; a refused op changes nothing.",
+			Params:      []param{userParam},
+			RequestBody: map[string]string{"application/json": "ProfileOps"},
+			Responses: append([]response{
+				{Status: 200, Description: "the outcomes and the profile", ContentType: "application/json", Schema: "ProfileOpsResult"},
+				{Status: 400, Description: "no ops or more than 200, or not the expected JSON", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 404, 413, 415)...),
+		},
+		{
 			Method: "POST", Pattern: "/v1/admin/reprocess", Roles: admins, handler: (*Server).handleReprocess,
 			ID: "reprocess", Tag: "operations",
 			Summary:     "Rebuild one user's derived data ({\"user\": internal id}) or everyone's ({\"all\": true}) from the retained sample stream, while the server runs: no double counting, and samples arriving meanwhile are applied after the replay.",

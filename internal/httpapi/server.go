@@ -24,6 +24,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 
+	"github.com/pulsebase/pulsebase/internal/profile"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
@@ -44,6 +45,8 @@ type Deps struct {
 	// Store serves derived data (series) to the read routes.
 	Store   pulsebase.DerivedStore
 	Metrics *telemetry.Metrics
+	// Profiles serves the profile routes; without it they answer 503.
+	Profiles *profile.Service
 	// JetStream and Partitions serve the operations routes (reprocessing); without
 	// JetStream they answer 503.
 	JetStream  jetstream.JetStream

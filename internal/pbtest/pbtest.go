@@ -25,6 +25,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/httpapi"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/profile"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
@@ -96,7 +97,7 @@ func MustOpenServer(t testing.TB) *Server {
 	users := httpapi.NewUsers(store, v)
 	api := httpapi.New(httpapi.Deps{
 		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Store: store, Metrics: m,
-		JetStream: brk.JetStream(), Partitions: brk.Partitions(),
+		JetStream: brk.JetStream(), Partitions: brk.Partitions(), Profiles: profile.New(store, v, brk.JetStream(), log),
 		Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())
