@@ -17,12 +17,8 @@ const (
 )
 
 func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
+	usr, ok := s.profileUser(w, r)
 	if !ok {
-		return
-	}
-	if s.deps.Profiles == nil {
-		writeProblem(w, pulsebase.EUNAVAILABLE, "profiles are not served here")
 		return
 	}
 	doc, version, err := s.deps.Profiles.Get(r.Context(), usr.ID)
@@ -32,6 +28,15 @@ func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(version, 10)))
 	writeJSON(w, http.StatusOK, doc.View())
+}
+
+// profileUser is ownUser for the profile routes, which also need the profile service.
+func (s *Server) profileUser(w http.ResponseWriter, r *http.Request) (pulsebase.User, bool) {
+	if s.deps.Profiles == nil {
+		writeProblem(w, pulsebase.EUNAVAILABLE, "profiles are not served here")
+		return pulsebase.User{}, false
+	}
+	return s.ownUser(w, r)
 }
 
 // profileOpsBody is the body of POST …/profile/ops.
@@ -47,12 +52,8 @@ type profileOpsResponse struct {
 }
 
 func (s *Server) handleProfileOps(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
+	usr, ok := s.profileUser(w, r)
 	if !ok {
-		return
-	}
-	if s.deps.Profiles == nil {
-		writeProblem(w, pulsebase.EUNAVAILABLE, "profiles are not served here")
 		return
 	}
 	var body profileOpsBody
