@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/binread"
 )
 
 // The sample record is how a normalized sample is stored (inside its ciphertext) in the
@@ -70,91 +71,43 @@ func DecodeSample(b []byte) (pulsebase.Sample, error) {
 	if len(b) == 0 || b[0] != recordV1 {
 		return s, fmt.Errorf("%w: unknown version", errRecord)
 	}
-	r := recordReader{b: b[1:]}
-	s.ID = r.string()
-	s.Type = r.string()
-	s.Value = math.Float64frombits(r.uint64())
-	s.Level = r.string()
-	s.Unit = r.string()
-	if v := r.string(); v != "" {
+	r := recordReader{binread.New(b[1:], errTruncated)}
+	s.ID = r.Str()
+	s.Type = r.Str()
+	s.Value = math.Float64frombits(r.Uint64BE())
+	s.Level = r.Str()
+	s.Unit = r.Str()
+	if v := r.Str(); v != "" {
 		s.OrigValue = json.RawMessage(v)
 	}
-	s.OrigUnit = r.string()
+	s.OrigUnit = r.Str()
 	s.Start = r.time()
 	s.End = r.time()
-	s.Zone = r.string()
-	s.Source = r.string()
-	s.Device = r.string()
-	s.Subject = r.string()
-	s.Received = time.Unix(0, r.varint()).UTC()
-	if r.err != nil {
-		return pulsebase.Sample{}, r.err
+	s.Zone = r.Str()
+	s.Source = r.Str()
+	s.Device = r.Str()
+	s.Subject = r.Str()
+	s.Received = time.Unix(0, r.Varint()).UTC()
+	if r.Err() != nil {
+		return pulsebase.Sample{}, r.Err()
 	}
-	if len(r.b) != 0 {
-		return pulsebase.Sample{}, fmt.Errorf("%w: %d trailing bytes", errRecord, len(r.b))
+	if r.Len() != 0 {
+		return pulsebase.Sample{}, fmt.Errorf("%w: %d trailing bytes", errRecord, r.Len())
 	}
 	return s, nil
 }
 
 // recordReader reads the fields of a record; after the first error every read returns a
-// zero value and err stays set.
-type recordReader struct {
-	b   []byte
-	err error
-}
+// zero value and Err stays set.
+type recordReader struct{ *binread.Reader }
 
-func (r *recordReader) fail() {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: truncated", errRecord)
-	}
-	r.b = nil
-}
+// errTruncated is the error of a record that ends early or holds a malformed field.
+var errTruncated = fmt.Errorf("%w: truncated", errRecord)
 
-func (r *recordReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) uint64() uint64 {
-	if len(r.b) < 8 {
-		r.fail()
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *recordReader) string() string {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail()
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
-}
-
-func (r *recordReader) time() time.Time {
-	sec, nsec, off := r.varint(), r.uvarint(), r.varint()
+func (r recordReader) time() time.Time {
+	sec, nsec, off := r.Varint(), r.Uvarint(), r.Varint()
 	if nsec >= 1e9 || off <= -24*3600 || off >= 24*3600 {
-		r.fail()
+		r.Fail()
 		return time.Time{}
 	}
 	t := time.Unix(sec, int64(nsec))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase/internal/agg"
+	"github.com/pulsebase/pulsebase/internal/binread"
 	"github.com/pulsebase/pulsebase/internal/vault"
 	"github.com/pulsebase/pulsebase/internal/window"
 )
@@ -121,104 +122,47 @@ func appendBuckets(b []byte, cs []window.Change) []byte {
 var errBuckets = errors.New("malformed bucket record")
 
 func decodeBuckets(b []byte) ([]window.Change, error) {
-	r := reader{b: b[1:]}
-	typ := r.str()
-	res := agg.Resolution(r.byte())
-	n := r.uvarint()
-	if r.bad || n > uint64(len(b)) {
+	r := binread.New(b[1:], errBuckets)
+	typ := r.Str()
+	res := agg.Resolution(r.Byte())
+	n := r.Count(6) // a bucket takes at least 6 bytes
+	if r.Err() != nil {
 		return nil, errBuckets
 	}
 	out := make([]window.Change, 0, n)
 	var prev int64
 	for range n {
-		start := prev + r.varint()
+		start := prev + r.Varint()
 		prev = start
-		loc := fixedZone(int(r.varint()))
-		c := window.Change{Type: typ, Res: res, Date: r.str()}
+		loc := fixedZone(int(r.Varint()))
+		c := window.Change{Type: typ, Res: res, Date: r.Str()}
 		c.Point.Start = time.Unix(0, start).In(loc)
 		c.Start = c.Point.Start
-		c.Point.Count = int64(r.uvarint())
-		if r.byte() == 1 {
-			k := r.uvarint()
-			if k > uint64(len(b)) {
+		c.Point.Count = int64(r.Uvarint())
+		if r.Byte() == 1 {
+			k := r.Count(9) // a level takes at least 9 bytes
+			if r.Err() != nil {
 				return nil, errBuckets
 			}
 			c.Point.Minutes = make(map[string]float64, k)
 			for range k {
-				l := r.str()
-				c.Point.Minutes[l] = r.f64()
+				l := r.Str()
+				c.Point.Minutes[l] = r.Float64LE()
 			}
 		} else {
-			c.Point.Sum, c.Point.Min, c.Point.Max, c.Point.Last = r.f64(), r.f64(), r.f64(), r.f64()
+			c.Point.Sum, c.Point.Min, c.Point.Max, c.Point.Last = r.Float64LE(), r.Float64LE(), r.Float64LE(), r.Float64LE()
 			if c.Point.Count > 0 {
 				c.Point.Mean = c.Point.Sum / float64(c.Point.Count)
 			}
-			c.LastStart = time.Unix(0, start+r.varint())
-			c.LastEnd = time.Unix(0, start+r.varint())
+			c.LastStart = time.Unix(0, start+r.Varint())
+			c.LastEnd = time.Unix(0, start+r.Varint())
 		}
-		if r.bad {
+		if r.Err() != nil {
 			return nil, errBuckets
 		}
 		out = append(out, c)
 	}
 	return out, nil
-}
-
-// reader reads appendBuckets' layout; bad records that it ran short.
-type reader struct {
-	b   []byte
-	bad bool
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) < 1 {
-		r.bad = true
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) str() string {
-	n := r.uvarint()
-	if r.bad || n > uint64(len(r.b)) {
-		r.bad = true
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
-}
-
-func (r *reader) f64() float64 {
-	if len(r.b) < 8 {
-		r.bad = true
-		return 0
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
-	r.b = r.b[8:]
-	return v
 }
 
 var fixedZones sync.Map // offset → *time.Location

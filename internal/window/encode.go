@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/binread"
 )
 
 // encodingVersion is the first byte of Encode's output; Decode refuses others.
@@ -88,96 +89,32 @@ func (s *State) Encode() []byte {
 	return b
 }
 
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) u64() uint64 {
-	if len(r.b) < 8 {
-		r.fail()
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) < 1 {
-		r.fail()
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-// count reads a length that must fit in what is left (each item takes ≥ min bytes), so
-// corrupt input cannot make Decode allocate without bound.
-func (r *reader) count(min int) int {
-	n := r.uvarint()
-	if r.err == nil && n > uint64(len(r.b)/min) {
-		r.fail()
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) fail() {
-	if r.err == nil {
-		r.err = ErrCorrupt
-	}
-	r.b = nil
-}
-
 // Decode reads a State written by Encode.
 func Decode(b []byte) (*State, error) {
 	if len(b) == 0 || b[0] != encodingVersion {
 		return nil, fmt.Errorf("decode window state: %w: unknown version", ErrCorrupt)
 	}
-	r := &reader{b: b[1:]}
+	r := binread.New(b[1:], ErrCorrupt)
 	s := &State{ids: make(map[uint64]int64), series: make(map[string]*series)}
-	s.horizon = time.Duration(r.varint())
-	s.minuteHorizon = time.Duration(r.varint())
-	s.watermark = r.varint()
-	if r.err == nil && (s.horizon <= 0 || s.minuteHorizon <= 0 || s.minuteHorizon > s.horizon) {
-		r.fail()
+	s.horizon = time.Duration(r.Varint())
+	s.minuteHorizon = time.Duration(r.Varint())
+	s.watermark = r.Varint()
+	if r.Err() == nil && (s.horizon <= 0 || s.minuteHorizon <= 0 || s.minuteHorizon > s.horizon) {
+		r.Fail()
 	}
-	for range r.count(9) {
-		fp := r.u64()
-		s.ids[fp] = s.watermark + r.varint()
+	for range r.Count(9) {
+		fp := r.Uint64LE()
+		s.ids[fp] = s.watermark + r.Varint()
 	}
-	for range r.count(2) {
-		n := r.count(1)
-		if r.err != nil {
+	for range r.Count(2) {
+		n := r.Count(1)
+		if r.Err() != nil {
 			break
 		}
-		name := string(r.b[:n])
-		r.b = r.b[n:]
+		name := string(r.Bytes(uint64(n)))
 		t, ok := pulsebase.LookupType(name)
 		if !ok || s.series[name] != nil {
-			r.fail()
+			r.Fail()
 			break
 		}
 		sr := &series{typ: t}
@@ -185,53 +122,53 @@ func Decode(b []byte) (*State, error) {
 		for i, res := range resolutions {
 			sr.buckets[i] = make(map[int64]*acc)
 			prev := s.watermark
-			for range r.count(5) {
+			for range r.Count(5) {
 				a := &acc{}
-				a.start = prev + r.varint()
+				a.start = prev + r.Varint()
 				prev = a.start
-				a.end = a.start + r.varint()
-				a.off = int32(r.varint())
-				a.count = r.varint()
+				a.end = a.start + r.Varint()
+				a.off = int32(r.Varint())
+				a.count = r.Varint()
 				if t.Shape == pulsebase.ShapeCategorical {
-					a.levels = r.byte()
+					a.levels = r.Byte()
 					if a.levels>>len(t.Levels) != 0 {
-						r.fail()
+						r.Fail()
 					}
 					a.minutes = make([]float64, len(t.Levels))
 					for l := range a.minutes {
 						if a.levels&(1<<l) != 0 {
-							a.minutes[l] = math.Float64frombits(r.u64())
+							a.minutes[l] = math.Float64frombits(r.Uint64LE())
 						}
 					}
 				} else {
-					a.sum = math.Float64frombits(r.u64())
-					a.min = math.Float64frombits(r.u64())
-					a.max = math.Float64frombits(r.u64())
-					a.last = math.Float64frombits(r.u64())
-					a.lastStart = a.start + r.varint()
-					a.lastEnd = a.lastStart + r.varint()
+					a.sum = math.Float64frombits(r.Uint64LE())
+					a.min = math.Float64frombits(r.Uint64LE())
+					a.max = math.Float64frombits(r.Uint64LE())
+					a.last = math.Float64frombits(r.Uint64LE())
+					a.lastStart = a.start + r.Varint()
+					a.lastEnd = a.lastStart + r.Varint()
 				}
-				if r.err != nil {
+				if r.Err() != nil {
 					break
 				}
 				if a.off < -24*3600 || a.off > 24*3600 {
-					r.fail()
+					r.Fail()
 					break
 				}
 				k := key(time.Unix(0, a.start).In(fixedZone(int(a.off))), res)
 				if _, dup := sr.buckets[i][k]; dup {
-					r.fail()
+					r.Fail()
 					break
 				}
 				sr.buckets[i][k] = a
 			}
 		}
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail()
+	if r.Err() == nil && r.Len() != 0 {
+		r.Fail()
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("decode window state: %w", r.err)
+	if r.Err() != nil {
+		return nil, fmt.Errorf("decode window state: %w", r.Err())
 	}
 	return s, nil
 }

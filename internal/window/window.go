@@ -12,7 +12,7 @@
 //
 // A State is not safe for concurrent use: the processor owns one per user on one
 // partition. Only the stream processor and its tests should import this package; it
-// imports the domain package, internal/agg and the standard library.
+// imports the domain package, internal/agg, internal/binread and the standard library.
 //
 // # What the caller does around a State
 //
