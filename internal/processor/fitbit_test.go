@@ -13,7 +13,6 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/agg"
-	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
 // fitbitDir is the public Fitbit export of ../shared/data/fitbit (see its README).
@@ -130,22 +129,9 @@ func TestFitbitStepsThroughThePipeline(t *testing.T) {
 	for _, id := range order {
 		user := "ufitbit" + id
 		pl.waitApplied(t, user)
-		keys, err := pl.vault.UserKeys(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, "steps/1d/", "steps/1d/~")
-		if err != nil {
-			t.Fatal(err)
-		}
 		got := map[string]float64{}
-		for _, r := range recs {
-			cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
-			if err != nil || len(cs) != 1 {
-				t.Fatal(len(cs), err)
-			}
-			c := cs[0]
-			got[c.Date] = c.Point.Sum
+		for date, p := range pl.dayBuckets(t, user, "steps") {
+			got[date] = p.Sum
 		}
 		for key, d := range perDay {
 			if key[0] != id || d.hours != 24 {

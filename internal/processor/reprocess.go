@@ -151,14 +151,21 @@ func GetReprocess(ctx context.Context, js jetstream.JetStream, store pulsebase.D
 
 func loadRebuild(ctx context.Context, store pulsebase.DerivedStore, p int) (rebuild, error) {
 	var rb rebuild
-	recs, err := store.DerivedRecords(ctx, PendingOwner(p), KindRebuild, "", "")
+	err := readPartitionRecord(ctx, store, p, KindRebuild, &rb)
+	return rb, err
+}
+
+// readPartitionRecord decodes partition p's record of kind (JSON, user PendingOwner(p), key
+// "") into v, and leaves v alone when there is none.
+func readPartitionRecord(ctx context.Context, store pulsebase.DerivedStore, p int, kind string, v any) error {
+	recs, err := store.DerivedRecords(ctx, PendingOwner(p), kind, "", "")
 	if err != nil || len(recs) == 0 {
-		return rb, err
+		return err
 	}
-	if err := json.Unmarshal(recs[0].Ciphertext, &rb); err != nil {
-		return rb, fmt.Errorf("rebuild record of partition %d: %w", p, err)
+	if err := json.Unmarshal(recs[0].Ciphertext, v); err != nil {
+		return fmt.Errorf("%s record of partition %d: %w", kind, p, err)
 	}
-	return rb, nil
+	return nil
 }
 
 // requests is the Runner's view of the REPROCESS bucket, refreshed at most every second.

@@ -838,13 +838,9 @@ type outboxMsg struct {
 // republish publishes the partition's outbox again: the former owner may have stopped
 // between a commit and its publication.
 func (pr *partition) republish(ctx context.Context) error {
-	recs, err := pr.r.store.DerivedRecords(ctx, PendingOwner(pr.p), KindOutbox, "", "")
-	if err != nil || len(recs) == 0 {
-		return err
-	}
 	var out []outboxMsg
-	if err := json.Unmarshal(recs[0].Ciphertext, &out); err != nil {
-		return fmt.Errorf("outbox of partition %d: %w", pr.p, err)
+	if err := readPartitionRecord(ctx, pr.r.store, pr.p, KindOutbox, &out); err != nil {
+		return err
 	}
 	pr.outboxFull = len(out) > 0
 	return publishAll(ctx, pr.r.js, out)
@@ -979,13 +975,9 @@ func (pr *partition) setPending(user string, waiting bool) {
 // owner did not recompute before it stopped. They are loaded a few at a time between
 // batches (recoverPending), so that taking over a partition of many users is quick.
 func (pr *partition) loadPending(ctx context.Context) error {
-	recs, err := pr.r.store.DerivedRecords(ctx, PendingOwner(pr.p), KindPending, "", "")
-	if err != nil || len(recs) == 0 {
-		return err
-	}
 	var users []string
-	if err := json.Unmarshal(recs[0].Ciphertext, &users); err != nil {
-		return fmt.Errorf("pending users of partition %d: %w", pr.p, err)
+	if err := readPartitionRecord(ctx, pr.r.store, pr.p, KindPending, &users); err != nil {
+		return err
 	}
 	for _, id := range users {
 		pr.pending[id] = true

@@ -296,6 +296,29 @@ func (pl *pipeline) checkBuckets(t *testing.T, user string, distinct []pulsebase
 	return checked
 }
 
+// dayBuckets returns user's stored day buckets of typ by local date.
+func (pl *pipeline) dayBuckets(t *testing.T, user, typ string) map[string]agg.Point {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, typ+"/1d/", typ+"/1d/~")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]agg.Point{}
+	for _, r := range recs {
+		cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
+		if err != nil || len(cs) != 1 {
+			t.Fatal(len(cs), err)
+		}
+		out[cs[0].Date] = cs[0].Point
+	}
+	return out
+}
+
 func near(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }
@@ -342,10 +365,6 @@ func TestFailoverKeepsResultsExact(t *testing.T) {
 	}
 	keys := map[string]bool{}
 	for _, u := range users {
-		k, err := pl.vault.UserKeys(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var distinct []pulsebase.Sample
 		for _, in := range sent[u] {
 			s, _ := pulsebase.Normalize(in, now)
@@ -353,21 +372,14 @@ func TestFailoverKeepsResultsExact(t *testing.T) {
 		}
 		for _, typ := range []string{"heart_rate", "steps"} {
 			want := agg.Buckets(distinct, typ, agg.Day)
-			recs, err := pl.store.DerivedRecords(ctx, u, processor.KindBucket, typ+"/1d/", typ+"/1d/~")
-			if err != nil {
-				t.Fatal(err)
+			got := pl.dayBuckets(t, u, typ)
+			if len(got) != len(want) {
+				t.Fatalf("%s %s: got %d day buckets, want %d", u, typ, len(got), len(want))
 			}
-			if len(recs) != len(want) {
-				t.Fatalf("%s %s: got %d day buckets, want %d", u, typ, len(recs), len(want))
-			}
-			for i, r := range recs {
-				cs, err := processor.OpenBuckets(k, r.Key, r.Ciphertext)
-				if err != nil || len(cs) != 1 {
-					t.Fatal(len(cs), err)
-				}
-				c := cs[0]
-				if c.Point.Count != want[i].Count || !near(c.Point.Sum, want[i].Sum) {
-					t.Errorf("%s %s %s: got count %d sum %v, want %d %v", u, typ, r.Key, c.Point.Count, c.Point.Sum, want[i].Count, want[i].Sum)
+			for _, w := range want {
+				date := w.Start.Format(agg.DateLayout)
+				if g := got[date]; g.Count != w.Count || !near(g.Sum, w.Sum) {
+					t.Errorf("%s %s %s: got count %d sum %v, want %d %v", u, typ, date, g.Count, g.Sum, w.Count, w.Sum)
 				}
 				keys[u] = true
 			}
@@ -419,19 +431,9 @@ func TestTravellerKeepsLocalDays(t *testing.T) {
 		t.Fatalf("ingest: %+v %v", res.Rejected, err)
 	}
 	pl.waitApplied(t, user)
-	keys, _ := pl.vault.UserKeys(ctx, user)
-	recs, err := pl.store.DerivedRecords(ctx, user, processor.KindBucket, "steps/1d/", "steps/1d/~")
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]float64{}
-	for _, r := range recs {
-		cs, err := processor.OpenBuckets(keys, r.Key, r.Ciphertext)
-		if err != nil || len(cs) != 1 {
-			t.Fatal(len(cs), err)
-		}
-		c := cs[0]
-		got[c.Date] = c.Point.Sum
+	for date, p := range pl.dayBuckets(t, user, "steps") {
+		got[date] = p.Sum
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got day totals %v, want %v", got, want)
