@@ -4,8 +4,13 @@
 // served from memory; every process learns of a change through a JetStream key-value
 // bucket within milliseconds, so a revocation takes effect everywhere well inside a second.
 //
-// Allowed is the one decision point every reader of personal data for a purpose calls.
-// Imported by cmd/pulsebase (wiring), httpapi (the consent routes) and ingest.
+// Allowed is the one decision point every reader of personal data for a purpose calls;
+// Subscribe tells a long-lived reader (a sync gateway's connection) that it must ask again.
+// Every change also goes out on the user's change feed (kind "consent"), so that their
+// devices learn of it.
+//
+// Imported by cmd/pulsebase (wiring), httpapi (the consent routes), ingest and the sync
+// gateway.
 package consent
 
 import (
@@ -22,6 +27,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/changefeed"
+	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
@@ -52,18 +59,27 @@ type shard struct {
 }
 
 // Service records consent and answers consent decisions.
+//
+// Locks: a shard's mu and subsMu are never held together, and neither while a subscriber
+// runs.
 type Service struct {
 	store  pulsebase.ConsentStore
 	vault  *vault.Vault
+	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	log    *slog.Logger
 	now    func() time.Time
 	seed   maphash.Seed
 	shards [shards]shard
+
+	subsMu  sync.RWMutex
+	subs    map[uint64]func(user string) // by subscription id
+	nextSub uint64
 }
 
 // New returns a consent service over store, with its version bucket in js (created if
-// missing, with replicas copies).
+// missing, with replicas copies). Changes go out on the users' change feeds in js's
+// CHANGES stream.
 func New(ctx context.Context, store pulsebase.ConsentStore, v *vault.Vault, js jetstream.JetStream, replicas int, log *slog.Logger) (*Service, error) {
 	if replicas < 1 {
 		replicas = 1
@@ -78,15 +94,20 @@ func New(ctx context.Context, store pulsebase.ConsentStore, v *vault.Vault, js j
 	if err != nil {
 		return nil, fmt.Errorf("consent bucket: %w", err)
 	}
-	s := &Service{store: store, vault: v, kv: kv, log: log, now: time.Now, seed: maphash.MakeSeed()}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{store: store, vault: v, js: js, kv: kv, log: log, now: time.Now, seed: maphash.MakeSeed(),
+		subs: make(map[uint64]func(string))}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]decision)
 	}
 	return s, nil
 }
 
-// Run applies version changes made by any process to the cache until ctx is done. Start
-// it before serving: decisions are only as fresh as the watch.
+// Run applies version changes made by any process to the cache, and tells subscribers of
+// those new to this process, until ctx is done. Start it before serving: decisions are
+// only as fresh as the watch.
 func (s *Service) Run(ctx context.Context) error {
 	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
@@ -112,7 +133,9 @@ func (s *Service) Run(ctx context.Context) error {
 				s.log.Warn("bad consent version in bucket", "err", err)
 				continue
 			}
-			s.observe(e.Key(), v)
+			if s.observe(e.Key(), v) {
+				s.notify(e.Key())
+			}
 		}
 	}
 }
@@ -121,24 +144,65 @@ func (s *Service) shard(user string) *shard {
 	return &s.shards[maphash.String(s.seed, user)%shards]
 }
 
-// observe records that version v of user's consent exists, dropping any older cached one.
-func (s *Service) observe(user string, v int) {
+// observe records that version v of user's consent exists, dropping any older cached one,
+// and reports whether v is newer than every version this process knew of.
+func (s *Service) observe(user string, v int) bool {
 	sh := s.shard(user)
 	sh.mu.Lock()
-	if d, ok := sh.m[user]; !ok || d.version < v {
-		sh.m[user] = decision{version: v}
+	defer sh.mu.Unlock()
+	if d, ok := sh.m[user]; ok && d.version >= v {
+		return false
 	}
-	sh.mu.Unlock()
+	sh.m[user] = decision{version: v}
+	return true
 }
 
-// fill caches d unless a newer version is already known.
-func (s *Service) fill(user string, d decision) {
+// fill caches d unless a newer version is already known, and reports whether d's version
+// is newer than every version this process knew of.
+func (s *Service) fill(user string, d decision) bool {
 	sh := s.shard(user)
 	sh.mu.Lock()
-	if cur, ok := sh.m[user]; !ok || cur.version < d.version || (cur.version == d.version && !cur.loaded) {
+	defer sh.mu.Unlock()
+	cur, ok := sh.m[user]
+	if !ok || cur.version < d.version || (cur.version == d.version && !cur.loaded) {
 		sh.m[user] = d
 	}
-	sh.mu.Unlock()
+	return !ok || cur.version < d.version
+}
+
+// Subscribe calls fn with the user whenever this process learns that a user's consent
+// changed: at once for a Set in this process, within milliseconds for one made elsewhere
+// (through Run's watch). Calls are coalesced, never repeated: a burst of changes may be
+// reported once, and a version already loaded (by a caller asking after an earlier call)
+// is not reported again, so asking Allowed after a call answers from the newest version
+// this process knows of. fn runs on the goroutine that learned of the change (a Set, the
+// watch) and must not block: it should only note the user and let its own goroutine ask
+// again. cancel stops the calls; it is safe to call more than once.
+func (s *Service) Subscribe(fn func(user string)) (cancel func()) {
+	s.subsMu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	s.subsMu.Unlock()
+	return func() {
+		s.subsMu.Lock()
+		delete(s.subs, id)
+		s.subsMu.Unlock()
+	}
+}
+
+// notify tells every subscriber that user's consent changed. The calls are made without
+// the lock, so a subscriber may cancel from inside its fn.
+func (s *Service) notify(user string) {
+	s.subsMu.RLock()
+	fns := make([]func(string), 0, len(s.subs))
+	for _, fn := range s.subs {
+		fns = append(fns, fn)
+	}
+	s.subsMu.RUnlock()
+	for _, fn := range fns {
+		fn(user)
+	}
 }
 
 // decision returns the user's cached decision, loading it on a miss.
@@ -256,9 +320,13 @@ func normalize(c pulsebase.Consent) pulsebase.Consent {
 }
 
 // Set replaces the user's consent with c (absent categories and purposes are false) as
-// actor, and returns the new version. The change is visible to this process at once and
-// to every other process within milliseconds. It returns an *Error with code EINVALID for
-// an unknown category or purpose.
+// actor, and returns the new version. The change is visible to this process (and its
+// subscribers) at once, to every other process within milliseconds, and goes out on the
+// user's change feed as a change of kind "consent" (key "consent", data the new consent
+// as Get returns it, message id <user>-consent-<version>). It returns an *Error with code
+// EINVALID for an unknown category or purpose; EUNAVAILABLE when the change is stored but
+// the change feed did not take it. After any error the caller sets the same consent again:
+// a retry appends an identical next version, announced and published in turn.
 func (s *Service) Set(ctx context.Context, user string, c pulsebase.Consent, actor pulsebase.Actor) (pulsebase.Consent, error) {
 	for cat := range c.Collect {
 		if _, ok := bit(cat); !ok {
@@ -304,11 +372,35 @@ func (s *Service) Set(ctx context.Context, user string, c pulsebase.Consent, act
 	// This process sees the change at once; the others through the bucket. If the put
 	// fails, the others would keep an old decision: report the failure so the caller
 	// retries (the receipt is stored; a retry appends an identical next version).
-	s.fill(user, compact(next))
+	if s.fill(user, compact(next)) {
+		s.notify(user)
+	}
 	if _, err := s.kv.Put(ctx, user, []byte(strconv.Itoa(next.Version))); err != nil {
 		return pulsebase.Consent{}, fmt.Errorf("announce consent change: %w", err)
 	}
+	if err := s.publish(ctx, keys, user, next); err != nil {
+		s.log.Warn("publish consent change", "user", user, "version", next.Version, "err", err)
+		return pulsebase.Consent{}, fmt.Errorf("consent version %d of %s: %w: %w", next.Version, user,
+			pulsebase.Errorf(pulsebase.EUNAVAILABLE, "the consent is stored but could not reach the change feed; set it again"), err)
+	}
 	return next, nil
+}
+
+// publish puts c on the user's change feed. Each change carries the whole consent with its
+// version, so a device that sees two out of order (two processes setting at once) keeps
+// the higher version.
+func (s *Service) publish(ctx context.Context, keys *vault.Keys, user string, c pulsebase.Consent) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode consent change: %w", err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return fmt.Errorf("encode consent change: %w", err)
+	}
+	msgID := user + "-consent-" + strconv.Itoa(c.Version)
+	_, err = changefeed.Publish(ctx, s.js, keys, user, msgID, []processor.Change{{Kind: "consent", Key: "consent", Data: data}})
+	return err
 }
 
 // History returns the user's consent receipts, oldest first.

@@ -79,11 +79,11 @@ func (s *Server) handleProfileOps(w http.ResponseWriter, r *http.Request) {
 		}
 		ops = append(ops, op)
 	}
-	results, view, version, err := s.deps.Profiles.Apply(r.Context(), usr.ID, ops)
+	out, err := s.deps.Profiles.Apply(r.Context(), usr.ID, ops)
 	if err != nil {
 		s.serviceError(w, r, "apply profile ops", err)
 		return
 	}
-	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(version, 10)))
-	writeJSON(w, http.StatusOK, profileOpsResponse{Results: append(refused, results...), Profile: view, Version: version})
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(out.Version, 10)))
+	writeJSON(w, http.StatusOK, profileOpsResponse{Results: append(refused, out.Results...), Profile: out.View, Version: out.Version})
 }

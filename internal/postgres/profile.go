@@ -13,8 +13,8 @@ import (
 // Profile implements pulsebase.ProfileStore.
 func (s *Store) Profile(ctx context.Context, user string) (pulsebase.StoredProfile, error) {
 	p := pulsebase.StoredProfile{User: user}
-	err := s.pool.QueryRow(ctx, `SELECT version, ciphertext, updated FROM profiles WHERE user_id = $1`, user).
-		Scan(&p.Version, &p.Ciphertext, &p.Updated)
+	err := s.pool.QueryRow(ctx, `SELECT version, published, ciphertext, updated FROM profiles WHERE user_id = $1`, user).
+		Scan(&p.Version, &p.Published, &p.Ciphertext, &p.Updated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, pulsebase.Errorf(pulsebase.ENOTFOUND, "no profile")
 	}
@@ -35,6 +35,7 @@ func (s *Store) PutProfile(ctx context.Context, p pulsebase.StoredProfile) error
 	}
 	var tag interface{ RowsAffected() int64 }
 	var err error
+	// published is left out of both: only MarkProfilePublished moves it.
 	if p.Version == 1 {
 		tag, err = s.pool.Exec(ctx, `INSERT INTO profiles (user_id, version, ciphertext, updated) VALUES ($1, 1, $2, $3)
 			ON CONFLICT (user_id) DO NOTHING`, p.User, p.Ciphertext, normTime(p.Updated))
@@ -49,4 +50,25 @@ func (s *Store) PutProfile(ctx context.Context, p pulsebase.StoredProfile) error
 		return pulsebase.Errorf(pulsebase.ECONFLICT, "the profile was changed concurrently")
 	}
 	return nil
+}
+
+// MarkProfilePublished implements pulsebase.ProfileStore.
+func (s *Store) MarkProfilePublished(ctx context.Context, user string, version int64) error {
+	if version < 1 {
+		return pulsebase.Errorf(pulsebase.EINVALID, "a published version is at least 1")
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE profiles SET published = GREATEST(published, $2) WHERE user_id = $1 AND version >= $2`,
+		user, version)
+	if err != nil {
+		return fmt.Errorf("mark profile published: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	// Nothing matched: say why.
+	p, err := s.Profile(ctx, user)
+	if err != nil {
+		return err
+	}
+	return pulsebase.Errorf(pulsebase.EINVALID, "profile version %d is not stored (the latest is %d)", version, p.Version)
 }

@@ -61,3 +61,77 @@ func testPutProfileConcurrent(t *testing.T, open Opener) {
 		t.Errorf("%d writers of version 1 won, want exactly 1", won)
 	}
 }
+
+// testProfilePublished checks the outbox marker: a new profile starts unpublished,
+// PutProfile never moves the marker, and MarkProfilePublished only raises it, up to the
+// stored version.
+func testProfilePublished(t *testing.T, open Opener) {
+	s, reopen := openStore(t, open)
+	ctx := t.Context()
+	published := func(s pulsebase.Store, want int64) {
+		t.Helper()
+		p, err := s.Profile(ctx, "up")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Published != want {
+			t.Errorf("got published %d at version %d, want %d", p.Published, p.Version, want)
+		}
+	}
+	wantCode(t, s.MarkProfilePublished(ctx, "up", 1), pulsebase.ENOTFOUND)
+	// Published in a write is ignored: only MarkProfilePublished says what went out.
+	if err := s.PutProfile(ctx, pulsebase.StoredProfile{User: "up", Version: 1, Published: 1, Ciphertext: []byte("p1"), Updated: t0}); err != nil {
+		t.Fatal(err)
+	}
+	published(s, 0)
+	wantCode(t, s.MarkProfilePublished(ctx, "up", 0), pulsebase.EINVALID)
+	wantCode(t, s.MarkProfilePublished(ctx, "up", 2), pulsebase.EINVALID)
+	if err := s.MarkProfilePublished(ctx, "up", 1); err != nil {
+		t.Fatal(err)
+	}
+	published(s, 1)
+	for v := int64(2); v <= 3; v++ {
+		if err := s.PutProfile(ctx, pulsebase.StoredProfile{User: "up", Version: v, Published: 9, Ciphertext: []byte("p"), Updated: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	published(s, 1)
+	if err := s.MarkProfilePublished(ctx, "up", 3); err != nil {
+		t.Fatal(err)
+	}
+	// An older version marked late (a slow server) does not lower the marker.
+	if err := s.MarkProfilePublished(ctx, "up", 2); err != nil {
+		t.Fatal(err)
+	}
+	published(s, 3)
+	if err := s.PutProfile(ctx, pulsebase.StoredProfile{User: "up", Version: 4, Ciphertext: []byte("p4"), Updated: t0}); err != nil {
+		t.Fatal(err)
+	}
+	published(reopen(t), 3)
+	wantCode(t, s.MarkProfilePublished(ctx, "someone-else", 1), pulsebase.ENOTFOUND)
+}
+
+// testMarkProfilePublishedConcurrent races marks of every version: the marker ends at the
+// highest, whatever the order they land in.
+func testMarkProfilePublishedConcurrent(t *testing.T, open Opener) {
+	s, _ := openStore(t, open)
+	ctx := t.Context()
+	const versions = 8
+	for v := int64(1); v <= versions; v++ {
+		if err := s.PutProfile(ctx, pulsebase.StoredProfile{User: "um", Version: v, Ciphertext: []byte("p")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for v := int64(versions); v >= 1; v-- {
+		wg.Go(func() {
+			if err := s.MarkProfilePublished(ctx, "um", v); err != nil {
+				t.Errorf("mark %d: %v", v, err)
+			}
+		})
+	}
+	wg.Wait()
+	if p, err := s.Profile(ctx, "um"); err != nil || p.Published != versions {
+		t.Errorf("got %+v, %v; want published %d", p, err, versions)
+	}
+}

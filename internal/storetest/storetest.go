@@ -56,6 +56,8 @@ func Run(t *testing.T, open Opener) {
 		{"CommitPartitionFencingConcurrent", testCommitPartitionFencingConcurrent},
 		{"Profile", testProfile},
 		{"PutProfileConcurrent", testPutProfileConcurrent},
+		{"ProfilePublished", testProfilePublished},
+		{"MarkProfilePublishedConcurrent", testMarkProfilePublishedConcurrent},
 		{"Times", testTimes},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
