@@ -1,5 +1,7 @@
 package pulsebase
 
+import "time"
+
 // Role is what kind of principal a token speaks for.
 type Role string
 
@@ -38,4 +40,9 @@ type Principal struct {
 	Device string
 	// TokenID is the token's unique id (jti), for revocation and audit.
 	TokenID string
+	// Issued is when the token was minted (its iat, whole seconds); zero when the token
+	// does not say. Revocation compares it with the time a device was revoked.
+	Issued time.Time
+	// Expires is when the token stops being valid (its exp, whole seconds).
+	Expires time.Time
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/profile"
 	"github.com/pulsebase/pulsebase/internal/sim"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
+	"github.com/pulsebase/pulsebase/internal/syncgw"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 	"github.com/pulsebase/pulsebase/internal/window"
@@ -282,6 +283,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	// revocations refuses revoked tokens: the HTTP API checks every request with it, and a
+	// sync gateway re-checks its open connections when it signals a change.
+	revocations, err := auth.NewRevocations(ctx, brk.JetStream(), cfg.Replicas, log)
+	if err != nil {
+		return err
+	}
 	var coord *processor.Coordinator
 	if slices.Contains(cfg.Roles, "process") {
 		coord, err = processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{
@@ -292,15 +299,23 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 	}
 	metrics := telemetry.NewMetrics()
+	users := httpapi.NewUsers(store, vlt)
+	ing := ingest.NewService(vlt, cons, brk, metrics, log, nil)
+	profiles := profile.New(store, vlt, brk.JetStream(), log)
+	gateway := syncgw.New(syncgw.Config{}, syncgw.Deps{
+		JetStream: brk.JetStream(), Vault: vlt, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
+		Revocations: revocations, Verify: iss.Verify, Resolve: users.Resolve, Metrics: metrics, Log: log,
+	})
 	api := httpapi.New(httpapi.Deps{
 		Issuer:     iss,
-		Users:      httpapi.NewUsers(store, vlt),
-		Ingest:     ingest.NewService(vlt, cons, brk, metrics, log, nil),
+		Users:      users,
+		Ingest:     ing,
 		Consent:    cons,
 		Vault:      vlt,
 		Store:      store,
 		Metrics:    metrics,
-		Profiles:   profile.New(store, vlt, brk.JetStream(), log),
+		Profiles:   profiles,
+		Sync:       gateway,
 		JetStream:  brk.JetStream(),
 		Partitions: brk.Partitions(),
 		Ready: func(ctx context.Context) error {
@@ -312,8 +327,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			}
 			return nil
 		},
-		Log:     log,
-		Version: version,
+		Revocations: revocations,
+		Log:         log,
+		Version:     version,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -346,6 +362,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cons.Run(gctx) })
+	g.Go(func() error { return revocations.Run(gctx) })
+	g.Go(func() error { return gateway.Run(gctx) })
 	g.Go(func() error { return vlt.Watch(gctx) })
 	if coord != nil {
 		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions(),

@@ -3,6 +3,9 @@
 // signature, algorithm, issuer, audience, expiry and not-before, and publishes its public
 // key as a JWKS so other services can verify them too.
 //
+// Revocations (revoke.go) lists revoked devices and tokens in a JetStream key-value bucket
+// that every server process follows, so a revocation takes effect everywhere at once.
+//
 // It is imported by cmd/pulsebase (to mint tokens) and by httpapi (to verify them).
 package auth
 
@@ -198,7 +201,14 @@ func (i *Issuer) Verify(token string) (pulsebase.Principal, error) {
 	case c.Role == pulsebase.RoleDevice && c.Device == "":
 		return pulsebase.Principal{}, fmt.Errorf("%w: device token without device", ErrInvalidToken)
 	}
-	return pulsebase.Principal{Subject: c.Subject, Role: c.Role, Device: c.Device, TokenID: c.ID}, nil
+	p := pulsebase.Principal{Subject: c.Subject, Role: c.Role, Device: c.Device, TokenID: c.ID}
+	if c.IssuedAt != nil {
+		p.Issued = c.IssuedAt.Time
+	}
+	if c.ExpiresAt != nil {
+		p.Expires = c.ExpiresAt.Time
+	}
+	return p, nil
 }
 
 // JWKS returns the issuer's public keys as a JSON Web Key Set (RFC 7517).

@@ -189,3 +189,23 @@ func TestJWKS(t *testing.T) {
 		t.Errorf("got JWK %v, want OKP/EdDSA with kid %s", k, i.kid)
 	}
 }
+
+func TestVerifyGivesIssueAndExpiryTimes(t *testing.T) {
+	i := testIssuer(t)
+	now := time.Now()
+	tok, err := i.Mint(TokenRequest{Subject: "alice", Role: pulsebase.RoleUser, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := i.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The claims carry whole seconds.
+	if want := now.Truncate(time.Second); !p.Issued.Equal(want) {
+		t.Errorf("got issued %s, want %s", p.Issued, want)
+	}
+	if want := now.Add(time.Hour).Truncate(time.Second); !p.Expires.Equal(want) {
+		t.Errorf("got expires %s, want %s", p.Expires, want)
+	}
+}

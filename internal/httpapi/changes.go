@@ -3,9 +3,11 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/syncgw"
 )
 
 // Limits of GET …/changes.
@@ -44,4 +46,18 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// handleSync hands a WebSocket upgrade to the sync gateway, which authenticates the first
+// frame; anything else is answered here in problem+json.
+func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) {
+	if s.deps.Sync == nil || !s.deps.Sync.Ready() {
+		writeProblem(w, pulsebase.EUNAVAILABLE, "the sync gateway is not running")
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		writeProblem(w, pulsebase.EINVALID, "GET /v1/sync is a WebSocket: send an upgrade request offering the subprotocol "+syncgw.Subprotocol)
+		return
+	}
+	s.deps.Sync.ServeHTTP(w, r)
 }

@@ -52,7 +52,7 @@ var userParam = param{Name: "user", In: "path", Required: true, Description: "'m
 
 // problems are the error responses an authenticated route can give besides its own.
 func authProblems(extra ...int) []response {
-	out := []response{{Status: 401, Description: "no, invalid or expired token", ContentType: problemJSON, Schema: "Problem"}}
+	out := []response{{Status: 401, Description: "no, invalid, expired or revoked token", ContentType: problemJSON, Schema: "Problem"}}
 	for _, st := range extra {
 		out = append(out, response{Status: st, Description: http.StatusText(st), ContentType: problemJSON, Schema: "Problem"})
 	}
@@ -79,6 +79,16 @@ func (s *Server) routes() []route {
 			Method: "GET", Pattern: "/v1/users/me", Roles: self, handler: (*Server).handleMe,
 			ID: "getMe", Tag: "users", Summary: "The caller's internal pseudonymous user, created on first use.",
 			Responses: append([]response{{Status: 200, Description: "the user", ContentType: "application/json", Schema: "User"}}, authProblems(403)...),
+		},
+		{
+			Method: "DELETE", Pattern: "/v1/users/me/devices/{id}", Roles: owners, handler: (*Server).handleRevokeDevice,
+			ID: "revokeDevice", Tag: "users",
+			Summary: "Revoke every token of one of the caller's devices, at once on every server: a request or sync connection with a token of that device issued until now (this second included) is refused from then on. The device needs a token minted at least a second later to be let in again. Idempotent.",
+			Params:  []param{{Name: "id", In: "path", Required: true, Description: "the device id: 1..64 printable ASCII characters, no spaces"}},
+			Responses: append([]response{
+				{Status: 204, Description: "revoked"},
+				{Status: 400, Description: "not a device id", ContentType: problemJSON, Schema: "Problem"},
+			}, authProblems(403, 503)...),
 		},
 		{
 			Method: "GET", Pattern: "/v1/users/{user}/consents", Roles: self, handler: (*Server).handleGetConsents,
@@ -127,6 +137,16 @@ func (s *Server) routes() []route {
 				{Status: 200, Description: "the days", ContentType: "application/json", Schema: "Daily"},
 				{Status: 400, Description: "bad dates, or more than 366 days", ContentType: problemJSON, Schema: "Problem"},
 			}, authProblems(403, 404)...),
+		},
+		{
+			Method: "GET", Pattern: "/v1/sync", handler: (*Server).handleSync,
+			ID: "sync", Tag: "sync",
+			Summary: "Real-time sync (docs/sync.md): a WebSocket with subprotocol pulsebase.sync.v1 and JSON text frames. The first frame is {\"type\":\"hello\",\"token\",\"device\",\"cursor\"}; the token is checked there, not in a header. The answer is a welcome, with recovered true and every change after the cursor, or recovered false and a snapshot; then live changes, and acks of samples and ops frames. Close codes: 4001 unauthenticated, 4003 forbidden, 4008 too slow (resume from the cursor), 4009 credential revoked.",
+			Responses: []response{
+				{Status: 101, Description: "switching to the WebSocket protocol"},
+				{Status: 400, Description: "not a WebSocket upgrade", ContentType: problemJSON, Schema: "Problem"},
+				{Status: 503, Description: "the sync gateway is not running (yet)", ContentType: problemJSON, Schema: "Problem"},
+			},
 		},
 		{
 			Method: "GET", Pattern: "/v1/users/{user}/changes", Roles: self, handler: (*Server).handleChanges,

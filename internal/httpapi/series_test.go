@@ -1,13 +1,13 @@
 package httpapi_test
 
 import (
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pulsebase/pulsebase/internal/pbtest"
+	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
 type seriesDoc struct {
@@ -181,13 +181,22 @@ func TestChangesFallback(t *testing.T) {
 	if len(rest.Changes) != len(p.Changes)-1 {
 		t.Errorf("resumed: %d changes, want %d", len(rest.Changes), len(p.Changes)-1)
 	}
-	// Another user's feed is their own.
+	// Another user's feed is their own: it holds their consent, nothing of cleo's, and
+	// cleo's cursors mean nothing in it.
 	var theirs page
-	pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes", s.UserToken(t, "dan"), "", nil).JSON(t, &theirs)
-	if len(theirs.Changes) != 0 {
-		t.Errorf("another user sees %d changes", len(theirs.Changes))
+	dan := s.UserToken(t, "dan")
+	pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes", dan, "", nil).JSON(t, &theirs)
+	for _, c := range theirs.Changes {
+		if c.Kind != "consent" {
+			t.Errorf("another user sees a %s change %s", c.Kind, c.Key)
+		}
 	}
-	expired := "c1." + base64.RawURLEncoding.EncodeToString([]byte("1.1.0"))
+	if r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes?after="+first.Cursor, dan, "", nil); r.Status != 400 {
+		t.Errorf("another user's cursor: got %d %s, want 400", r.Status, r.Body)
+	}
+	var me struct{ ID string }
+	pbtest.Do(t, "GET", s.URL+"/v1/users/me", tok, "", nil).JSON(t, &me)
+	expired := processor.Cursor{Epoch: 1, Seq: 1}.Encode(me.ID)
 	for _, c := range []struct{ query, want string }{
 		{"?after=nonsense", "400"},
 		{"?limit=0", "400"},

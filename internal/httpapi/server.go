@@ -25,6 +25,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/ingest"
 
 	"github.com/pulsebase/pulsebase/internal/profile"
+	"github.com/pulsebase/pulsebase/internal/syncgw"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
@@ -41,7 +42,10 @@ type Deps struct {
 	Users   *Users
 	Ingest  *ingest.Service
 	Consent *consent.Service
-	Vault   *vault.Vault
+	// Revocations refuses revoked tokens and serves device revocation; nil means no
+	// revocation checks, and the revocation route answers 503.
+	Revocations *auth.Revocations
+	Vault       *vault.Vault
 	// Store serves derived data (series) to the read routes.
 	Store   pulsebase.DerivedStore
 	Metrics *telemetry.Metrics
@@ -51,6 +55,8 @@ type Deps struct {
 	// JetStream they answer 503.
 	JetStream  jetstream.JetStream
 	Partitions int
+	// Sync serves GET /v1/sync; without it the route answers 503.
+	Sync *syncgw.Gateway
 	// Ready reports whether the broker and the store are ready; /readyz answers 503 while
 	// it returns an error.
 	Ready   func(ctx context.Context) error
@@ -203,6 +209,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (pulsebase
 	if err != nil {
 		s.deps.Log.LogAttrs(r.Context(), slog.LevelDebug, "token refused", slog.String("reason", reasonOf(err)))
 		return fail("invalid", "the bearer token is invalid or expired")
+	}
+	if s.deps.Revocations != nil && s.deps.Revocations.Revoked(p) {
+		return fail("revoked", "the bearer token was revoked")
 	}
 	return p, true
 }

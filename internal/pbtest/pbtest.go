@@ -27,6 +27,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/profile"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
+	"github.com/pulsebase/pulsebase/internal/syncgw"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
@@ -42,12 +43,20 @@ type Server struct {
 	Users   *httpapi.Users
 	Consent *consent.Service
 	Metrics *telemetry.Metrics
+	// Revocations and Gateway are the server's token revocations and sync gateway.
+	Revocations *auth.Revocations
+	Gateway     *syncgw.Gateway
 	// Logs receives everything the server logs, as JSON lines.
 	Logs *SyncBuffer
 }
 
 // MustOpenServer starts a server in a new temp data dir.
 func MustOpenServer(t testing.TB) *Server {
+	return MustOpenServerWith(t, syncgw.Config{})
+}
+
+// MustOpenServerWith starts a server whose sync gateway has the limits cfg.
+func MustOpenServerWith(t testing.TB, cfg syncgw.Config) *Server {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -80,9 +89,15 @@ func MustOpenServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	revs, err := auth.NewRevocations(ctx, brk.JetStream(), 1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	consentDone := make(chan error, 1)
 	go func() { consentDone <- cons.Run(runCtx) }()
+	revsDone := make(chan error, 1)
+	go func() { revsDone <- revs.Run(runCtx) }()
 	vaultDone := make(chan error, 1)
 	go func() { vaultDone <- v.Watch(runCtx) }()
 	m := telemetry.NewMetrics()
@@ -95,23 +110,34 @@ func MustOpenServer(t testing.TB) *Server {
 		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: 50 * time.Millisecond, Log: log, Metrics: m}))
 	}()
 	users := httpapi.NewUsers(store, v)
+	ing := ingest.NewService(v, cons, brk, m, log, nil)
+	profiles := profile.New(store, v, brk.JetStream(), log)
+	gw := syncgw.New(cfg, syncgw.Deps{
+		JetStream: brk.JetStream(), Vault: v, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
+		Revocations: revs, Verify: iss.Verify, Resolve: users.Resolve, Metrics: m, Log: log,
+	})
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- gw.Run(runCtx) }()
 	api := httpapi.New(httpapi.Deps{
-		Issuer: iss, Users: users, Ingest: ingest.NewService(v, cons, brk, m, log, nil), Consent: cons, Vault: v, Store: store, Metrics: m,
-		JetStream: brk.JetStream(), Partitions: brk.Partitions(), Profiles: profile.New(store, v, brk.JetStream(), log),
+		Issuer: iss, Users: users, Ingest: ing, Consent: cons, Vault: v, Store: store, Metrics: m,
+		JetStream: brk.JetStream(), Partitions: brk.Partitions(), Profiles: profiles, Sync: gw, Revocations: revs,
 		Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())
+	WaitFor(t, 10*time.Second, "the sync gateway", gw.Ready)
 	t.Cleanup(func() {
-		hs.Close()
 		cancel()
+		<-gwDone
+		hs.Close()
 		<-consentDone
+		<-revsDone
 		<-vaultDone
 		<-procDone
 		brk.Close()
 		store.Close()
 	})
 	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users,
-		Consent: cons, Metrics: m, Logs: logs}
+		Consent: cons, Metrics: m, Logs: logs, Revocations: revs, Gateway: gw}
 }
 
 // Token mints a token for subject with role (and device, for device tokens).
@@ -187,12 +213,16 @@ func Do(t testing.TB, method, url, token, contentType string, body []byte) Respo
 }
 
 // WaitFor polls cond every 10 ms until it returns true or timeout passes, then fails.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool, describe ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			state := ""
+			for _, d := range describe {
+				state += "\n" + d()
+			}
+			t.Fatalf("timed out after %s waiting for %s%s", timeout, what, state)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -2,7 +2,9 @@ package processor
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -34,17 +36,28 @@ type Cursor struct {
 	N     int
 }
 
-// String encodes c for clients.
-func (c Cursor) String() string {
-	raw := fmt.Sprintf("%d.%d.%d", c.Epoch, c.Seq, c.N)
+// allOfMessage is the N of a cursor after every change of its message.
+const allOfMessage = 1 << 30
+
+// Encode gives c to clients of user's feed. The encoding carries a tag of the user, so
+// that a cursor of one user's feed is refused, not misread, in another's.
+func (c Cursor) Encode(user string) string {
+	raw := fmt.Sprintf("%d.%d.%d.%s", c.Epoch, c.Seq, c.N, cursorTag(user))
 	return "c1." + base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
-// ParseCursor decodes a cursor String made; anything else is EINVALID.
-func ParseCursor(s string) (Cursor, error) {
-	bad := pulsebase.Errorf(pulsebase.EINVALID, "not a cursor this server gave")
+// cursorTag is a short digest of the user a cursor belongs to. It is no secret and needs
+// none: the feed a client reads is chosen by its token, never by its cursor.
+func cursorTag(user string) string {
+	h := sha256.Sum256([]byte("pulsebase cursor\x00" + user))
+	return hex.EncodeToString(h[:8])
+}
+
+// ParseCursor decodes a cursor Encode made for user; anything else is EINVALID.
+func ParseCursor(s, user string) (Cursor, error) {
+	bad := pulsebase.Errorf(pulsebase.EINVALID, "not a cursor this server gave for this user's feed")
 	rest, ok := strings.CutPrefix(s, "c1.")
-	if !ok || len(rest) > 80 {
+	if !ok || len(rest) > 100 {
 		return Cursor{}, bad
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(rest)
@@ -52,7 +65,7 @@ func ParseCursor(s string) (Cursor, error) {
 		return Cursor{}, bad
 	}
 	parts := strings.Split(string(raw), ".")
-	if len(parts) != 3 {
+	if len(parts) != 4 || parts[3] != cursorTag(user) {
 		return Cursor{}, bad
 	}
 	epoch, err1 := strconv.ParseInt(parts[0], 10, 64)
@@ -62,6 +75,84 @@ func ParseCursor(s string) (Cursor, error) {
 		return Cursor{}, bad
 	}
 	return Cursor{Epoch: epoch, Seq: seq, N: n}, nil
+}
+
+// Feed reads one user's change feed: the messages of the CHANGES stream on the user's
+// subject, in stream order.
+type Feed struct {
+	st      jetstream.Stream
+	user    string
+	subject string
+	epoch   int64
+	first   uint64 // the stream's first retained sequence when opened
+	last    uint64 // its last sequence when opened
+}
+
+// OpenFeed returns user's feed as the stream is now.
+func OpenFeed(ctx context.Context, js jetstream.JetStream, user string) (*Feed, error) {
+	st, err := js.Stream(ctx, broker.StreamChanges)
+	if err != nil {
+		return nil, fmt.Errorf("change stream: %w", err)
+	}
+	info := st.CachedInfo()
+	return &Feed{st: st, user: user, subject: broker.ChangeSubject(user), epoch: info.Created.Unix(),
+		first: info.State.FirstSeq, last: info.State.LastSeq}, nil
+}
+
+// Oldest is the position before the oldest change the feed retains.
+func (f *Feed) Oldest() Cursor {
+	if f.first == 0 {
+		return Cursor{Epoch: f.epoch}
+	}
+	return Cursor{Epoch: f.epoch, Seq: f.first - 1, N: allOfMessage}
+}
+
+// Head is the position after every change stored when the feed was opened.
+func (f *Feed) Head() Cursor { return f.After(f.last) }
+
+// Epoch is the stream's creation time, the epoch of the feed's cursors.
+func (f *Feed) Epoch() int64 { return f.epoch }
+
+// After is the position after every change of message seq.
+func (f *Feed) After(seq uint64) Cursor {
+	return Cursor{Epoch: f.epoch, Seq: seq, N: allOfMessage}
+}
+
+// Resume decodes a client's cursor and checks that the feed still holds everything after
+// it: a cursor of another epoch (a recreated stream), or older than the feed's retention,
+// is an error with code ECURSOREXPIRED, and the client must start again from a snapshot.
+func (f *Feed) Resume(after string) (Cursor, error) {
+	c, err := ParseCursor(after, f.user)
+	if err != nil {
+		return Cursor{}, err
+	}
+	// Messages after the cursor's may have been removed by retention when the cursor
+	// points before the first one retained.
+	if c.Epoch != f.epoch || c.Seq+1 < f.first {
+		return Cursor{}, pulsebase.Errorf(ECURSOREXPIRED, "the change feed no longer holds this cursor's position; start again from a snapshot")
+	}
+	return c, nil
+}
+
+// Next returns the user's first message at or after sequence seq, or nil when there is
+// none yet.
+func (f *Feed) Next(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := f.st.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(f.subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read change feed: %w", err)
+	}
+	return m, nil
+}
+
+// Unread returns how many of the first changes of message seq a reader at c has read.
+func (c Cursor) Unread(seq uint64, n int) int {
+	if seq == c.Seq {
+		return min(c.N, n)
+	}
+	return 0
 }
 
 // FeedChange is a change with the cursor just after it.
@@ -82,62 +173,40 @@ type FeedPage struct {
 }
 
 // ReadFeed returns up to limit changes of user's feed after the cursor after ("" for the
-// oldest change retained). A cursor of another epoch, or older than the feed's retention,
-// is an error with code ECURSOREXPIRED: the client must start again from a snapshot.
+// oldest change retained); see Feed.Resume for the errors of a cursor that cannot be used.
 func ReadFeed(ctx context.Context, js jetstream.JetStream, keys *vault.Keys, user, after string, limit int) (FeedPage, error) {
-	st, err := js.Stream(ctx, broker.StreamChanges)
+	f, err := OpenFeed(ctx, js, user)
 	if err != nil {
 		return FeedPage{}, err
 	}
-	info := st.CachedInfo()
-	epoch := info.Created.Unix()
-	pos := Cursor{Epoch: epoch, Seq: info.State.FirstSeq}
-	if info.State.FirstSeq > 0 {
-		pos.Seq = info.State.FirstSeq - 1 // before the first message
-		pos.N = 1 << 30
-	}
+	pos := f.Oldest()
 	if after != "" {
-		c, err := ParseCursor(after)
+		if pos, err = f.Resume(after); err != nil {
+			return FeedPage{}, err
+		}
+	}
+	page := FeedPage{Changes: []FeedChange{}}
+	next := pos.Seq // the message to look at first: the cursor's own, for its unread changes
+	for {
+		m, err := f.Next(ctx, next)
 		if err != nil {
 			return FeedPage{}, err
 		}
-		// Messages after the cursor's may have been removed by retention when the cursor
-		// points before the first one retained.
-		if c.Epoch != epoch || c.Seq+1 < info.State.FirstSeq {
-			return FeedPage{}, pulsebase.Errorf(ECURSOREXPIRED, "the change feed no longer holds this cursor's position; start again from a snapshot")
-		}
-		pos = c
-	}
-	page := FeedPage{Changes: []FeedChange{}}
-	subject := broker.ChangeSubject(user)
-	next := pos.Seq // the message to look at first: the cursor's own, for its unread changes
-	if pos.Seq == 0 {
-		next = 1
-	}
-	for {
-		m, err := st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if m == nil {
 			break
-		}
-		if err != nil {
-			return FeedPage{}, fmt.Errorf("read change feed: %w", err)
 		}
 		cb, err := OpenChanges(keys, m.Header.Get(jetstream.MsgIDHeader), m.Data)
 		if err != nil {
 			return FeedPage{}, fmt.Errorf("open change message %d: %w", m.Sequence, err)
 		}
-		first := 0
-		if m.Sequence == pos.Seq {
-			first = min(pos.N, len(cb.Changes))
-		}
-		for i := first; i < len(cb.Changes); i++ {
+		for i := pos.Unread(m.Sequence, len(cb.Changes)); i < len(cb.Changes); i++ {
 			if len(page.Changes) == limit {
 				page.HasMore = true
 				break
 			}
-			pos = Cursor{Epoch: epoch, Seq: m.Sequence, N: i + 1}
+			pos = Cursor{Epoch: f.epoch, Seq: m.Sequence, N: i + 1}
 			c := cb.Changes[i]
-			page.Changes = append(page.Changes, FeedChange{Cursor: pos.String(), Kind: c.Kind, Key: c.Key, Data: c.Data})
+			page.Changes = append(page.Changes, FeedChange{Cursor: pos.Encode(user), Kind: c.Kind, Key: c.Key, Data: c.Data})
 		}
 		if page.HasMore {
 			break
@@ -148,12 +217,12 @@ func ReadFeed(ctx context.Context, js jetstream.JetStream, keys *vault.Keys, use
 		next = m.Sequence + 1
 		if len(page.Changes) == limit {
 			// Exactly at the limit: say whether anything follows.
-			if _, err := st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject)); err == nil {
+			if m, err := f.Next(ctx, next); err == nil && m != nil {
 				page.HasMore = true
 			}
 			break
 		}
 	}
-	page.Cursor = pos.String()
+	page.Cursor = pos.Encode(user)
 	return page, nil
 }

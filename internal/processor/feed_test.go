@@ -88,13 +88,22 @@ func TestReadFeedPagesWithoutGapOrDuplicate(t *testing.T) {
 		same(p.Changes, all.Changes[i+1:], "resumed")
 	}
 	// A cursor of another epoch (a recreated stream) has expired; garbage is invalid.
-	cur, err := processor.ParseCursor(all.Changes[0].Cursor)
+	cur, err := processor.ParseCursor(all.Changes[0].Cursor, user)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur.Epoch--
-	if _, err := processor.ReadFeed(ctx, js, keys, user, cur.String(), 10); pulsebase.ErrorCode(err) != processor.ECURSOREXPIRED {
+	if _, err := processor.ReadFeed(ctx, js, keys, user, cur.Encode(user), 10); pulsebase.ErrorCode(err) != processor.ECURSOREXPIRED {
 		t.Errorf("a cursor of another epoch: got %v, want %s", err, processor.ECURSOREXPIRED)
+	}
+	// A cursor of this user's feed is refused in another's, where it would name a
+	// position of no meaning.
+	okeys, err := pl.vault.UserKeys(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := processor.ReadFeed(ctx, js, okeys, other, all.Changes[0].Cursor, 10); pulsebase.ErrorCode(err) != pulsebase.EINVALID {
+		t.Errorf("another user's cursor: got %v, want invalid", err)
 	}
 	for _, bad := range []string{"x", "c1.!!", "c1." + "YWJj"} {
 		if _, err := processor.ReadFeed(ctx, js, keys, user, bad, 10); pulsebase.ErrorCode(err) != pulsebase.EINVALID {

@@ -638,14 +638,35 @@ type ChangeBatch struct {
 // OpenChanges decrypts and decodes a CHANGES message of the user whose keys are given.
 func OpenChanges(keys *vault.Keys, msgID string, data []byte) (ChangeBatch, error) {
 	var cb ChangeBatch
+	err := openChanges(keys, msgID, data, &cb)
+	return cb, err
+}
+
+// RawChange is a Change whose data is left encoded, for relaying it as it is.
+type RawChange struct {
+	Kind string          `json:"kind"`
+	Key  string          `json:"key"`
+	Data json.RawMessage `json:"data"`
+}
+
+// OpenRawChanges is OpenChanges leaving each change's data encoded.
+func OpenRawChanges(keys *vault.Keys, msgID string, data []byte) ([]RawChange, error) {
+	var cb struct {
+		Changes []RawChange `json:"changes"`
+	}
+	err := openChanges(keys, msgID, data, &cb)
+	return cb.Changes, err
+}
+
+func openChanges(keys *vault.Keys, msgID string, data []byte, out any) error {
 	pt, err := keys.Open("change", msgID, data)
 	if err != nil {
-		return cb, err
+		return err
 	}
-	if err := json.Unmarshal(pt, &cb); err != nil {
-		return cb, fmt.Errorf("decode change batch: %w", err)
+	if err := json.Unmarshal(pt, out); err != nil {
+		return fmt.Errorf("decode change batch: %w", err)
 	}
-	return cb, nil
+	return nil
 }
 
 // commit writes everything staged and the checkpoint in one fenced transaction, then

@@ -62,6 +62,18 @@ type Metrics struct {
 	// timestamp, just before ingest's ack) to the publication of the change it caused on
 	// CHANGES.
 	ChangeLatency prometheus.Histogram
+
+	// SyncConnections is how many sync connections this process serves.
+	SyncConnections prometheus.Gauge
+	// SyncChangesSent counts change frames written to sync connections.
+	SyncChangesSent prometheus.Counter
+	// SyncCloses counts sync connections the server closed, by close code (or
+	// "dead_peer" for one that stopped answering pings).
+	SyncCloses *prometheus.CounterVec
+	// SyncOverflows counts sync connections closed because their send queue overflowed.
+	SyncOverflows prometheus.Counter
+	// SyncSnapshots counts snapshots sent to devices without a usable cursor.
+	SyncSnapshots prometheus.Counter
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -115,7 +127,28 @@ func NewMetrics() *Metrics {
 		Help:    "Time from a sample's storage in the SAMPLES stream to the publication of its change on CHANGES.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 1.25, 40),
 	})
+	m.SyncConnections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pulsebase_sync_connections",
+		Help: "Sync (WebSocket) connections this process serves.",
+	})
+	m.SyncChangesSent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pulsebase_sync_changes_sent_total",
+		Help: "Change frames written to sync connections.",
+	})
+	m.SyncCloses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_sync_closes_total",
+		Help: "Sync connections closed by the server, by close code (dead_peer: no answer to pings).",
+	}, []string{"code"})
+	m.SyncOverflows = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pulsebase_sync_overflows_total",
+		Help: "Sync connections closed with 4008 because their send queue overflowed.",
+	})
+	m.SyncSnapshots = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pulsebase_sync_snapshots_total",
+		Help: "Snapshots sent to devices that had no usable cursor.",
+	})
 	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
-		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency)
+		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency,
+		m.SyncConnections, m.SyncChangesSent, m.SyncCloses, m.SyncOverflows, m.SyncSnapshots)
 	return m
 }
