@@ -9,13 +9,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/pulsebase/pulsebase"
@@ -31,6 +32,52 @@ import (
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 )
+
+// TB is what the helpers need of a test: testing.TB has it, and so does Example, for the
+// runnable examples of the public packages.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
+
+// Example is a TB for Example functions, which have no *testing.T: Fatal panics, and
+// Close runs the cleanups.
+type Example struct {
+	cleanups []func()
+}
+
+// Helper does nothing.
+func (e *Example) Helper() {}
+
+// Fatal panics with args.
+func (e *Example) Fatal(args ...any) { panic(fmt.Sprint(args...)) }
+
+// Fatalf panics with the formatted message.
+func (e *Example) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+// TempDir returns a new temporary directory, removed by Close.
+func (e *Example) TempDir() string {
+	dir, err := os.MkdirTemp("", "pulsebase-example-")
+	if err != nil {
+		panic(err)
+	}
+	e.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// Cleanup registers fn to run at Close, last registered first.
+func (e *Example) Cleanup(fn func()) { e.cleanups = append(e.cleanups, fn) }
+
+// Close runs the cleanups.
+func (e *Example) Close() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+	e.cleanups = nil
+}
 
 // Server is a running Pulsebase HTTP API on real parts, stopped at test cleanup.
 type Server struct {
@@ -51,12 +98,12 @@ type Server struct {
 }
 
 // MustOpenServer starts a server in a new temp data dir.
-func MustOpenServer(t testing.TB) *Server {
+func MustOpenServer(t TB) *Server {
 	return MustOpenServerWith(t, syncgw.Config{})
 }
 
 // MustOpenServerWith starts a server whose sync gateway has the limits cfg.
-func MustOpenServerWith(t testing.TB, cfg syncgw.Config) *Server {
+func MustOpenServerWith(t TB, cfg syncgw.Config) *Server {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -141,7 +188,7 @@ func MustOpenServerWith(t testing.TB, cfg syncgw.Config) *Server {
 }
 
 // Token mints a token for subject with role (and device, for device tokens).
-func (s *Server) Token(t testing.TB, subject string, role pulsebase.Role, device string) string {
+func (s *Server) Token(t TB, subject string, role pulsebase.Role, device string) string {
 	t.Helper()
 	tok, err := s.Issuer.Mint(auth.TokenRequest{Subject: subject, Role: role, Device: device, TTL: time.Hour}, time.Now())
 	if err != nil {
@@ -156,7 +203,7 @@ const AllConsent = `{"collect":{"heart":true,"activity":true,"sleep":true,"body"
 
 // Grant records consent body for the owner of token through the public API, as an app
 // would, and fails the test if it is refused.
-func Grant(t testing.TB, baseURL, token, body string) {
+func Grant(t TB, baseURL, token, body string) {
 	t.Helper()
 	r := Do(t, "PUT", baseURL+"/v1/users/me/consents", token, "application/json", []byte(body))
 	if r.Status != http.StatusOK {
@@ -165,7 +212,7 @@ func Grant(t testing.TB, baseURL, token, body string) {
 }
 
 // UserToken mints a user token for subject who consented to everything.
-func (s *Server) UserToken(t testing.TB, subject string) string {
+func (s *Server) UserToken(t TB, subject string) string {
 	t.Helper()
 	tok := s.Token(t, subject, pulsebase.RoleUser, "")
 	Grant(t, s.URL, tok, AllConsent)
@@ -180,7 +227,7 @@ type Response struct {
 }
 
 // JSON decodes the body into v, failing the test if it is not JSON.
-func (r Response) JSON(t testing.TB, v any) {
+func (r Response) JSON(t TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("response body is not JSON (%v): %.200s", err, r.Body)
@@ -188,7 +235,7 @@ func (r Response) JSON(t testing.TB, v any) {
 }
 
 // Do sends a request with an optional bearer token and content type.
-func Do(t testing.TB, method, url, token, contentType string, body []byte) Response {
+func Do(t TB, method, url, token, contentType string, body []byte) Response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
@@ -213,7 +260,7 @@ func Do(t testing.TB, method, url, token, contentType string, body []byte) Respo
 }
 
 // WaitFor polls cond every 10 ms until it returns true or timeout passes, then fails.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool, describe ...func() string) {
+func WaitFor(t TB, timeout time.Duration, what string, cond func() bool, describe ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
