@@ -93,6 +93,7 @@ type Server struct {
 	// Revocations and Gateway are the server's token revocations and sync gateway.
 	Revocations *auth.Revocations
 	Gateway     *syncgw.Gateway
+	Ingest      *ingest.Service
 	// Logs receives everything the server logs, as JSON lines.
 	Logs *SyncBuffer
 }
@@ -104,6 +105,24 @@ func MustOpenServer(t TB) *Server {
 
 // MustOpenServerWith starts a server whose sync gateway has the limits cfg.
 func MustOpenServerWith(t TB, cfg syncgw.Config) *Server {
+	return MustOpenServerOpts(t, Options{Gateway: cfg})
+}
+
+// Options configure a test server.
+type Options struct {
+	// Gateway are the sync gateway's limits.
+	Gateway syncgw.Config
+	// Flush is the processor's commit interval: 50 ms when zero, a tenth of the
+	// production default, so that tests wait less.
+	Flush time.Duration
+}
+
+// MustOpenServerOpts starts a server configured by o.
+func MustOpenServerOpts(t TB, o Options) *Server {
+	cfg := o.Gateway
+	if o.Flush == 0 {
+		o.Flush = 50 * time.Millisecond
+	}
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -154,7 +173,7 @@ func MustOpenServerWith(t TB, cfg syncgw.Config) *Server {
 	}
 	procDone := make(chan error, 1)
 	go func() {
-		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: 50 * time.Millisecond, Log: log, Metrics: m}))
+		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: o.Flush, Log: log, Metrics: m}))
 	}()
 	users := httpapi.NewUsers(store, v)
 	ing := ingest.NewService(v, cons, brk, m, log, nil)
@@ -184,7 +203,7 @@ func MustOpenServerWith(t TB, cfg syncgw.Config) *Server {
 		store.Close()
 	})
 	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users,
-		Consent: cons, Metrics: m, Logs: logs, Revocations: revs, Gateway: gw}
+		Consent: cons, Metrics: m, Logs: logs, Revocations: revs, Gateway: gw, Ingest: ing}
 }
 
 // Token mints a token for subject with role (and device, for device tokens).

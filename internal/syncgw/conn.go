@@ -1,12 +1,15 @@
 package syncgw
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -52,7 +55,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 	// Any origin may connect: the credential is the token of the first frame, never an
 	// ambient cookie, so a page of another origin gains nothing by opening a socket.
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}, InsecureSkipVerify: true})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}, InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept answered the request
 	}
@@ -65,7 +68,45 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{g: g, ws: ws, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(g.cfg.FramesPerSecond), g.cfg.FrameBurst)}
 	c.cond = sync.NewCond(&c.mu)
-	c.serve()
+	// The connection gets a goroutine of its own, and this one returns: the HTTP
+	// server's request, response and connection state, and the stack that parsed them,
+	// are not kept for the life of the socket.
+	go c.serve()
+}
+
+// Buffer sizes of a sync connection. Frames larger than a buffer bypass it, and every
+// frame is flushed on its own, so small buffers cost no extra system calls for the
+// frames the gateway writes (a change is a few hundred bytes); the HTTP server's are
+// 4 KiB each, which would double an idle connection's memory.
+const (
+	readBufferSize  = 1 << 10
+	writeBufferSize = 1 << 10
+)
+
+// smallBuffers gives the WebSocket library buffers of readBufferSize and writeBufferSize
+// instead of the HTTP server's when it takes over the connection.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack takes the connection over, keeping what the client sent after its request.
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// What the client sent after its request must be in the new reader's buffer: the
+	// library takes the buffered bytes from there and reads the rest from conn.
+	n := brw.Reader.Buffered()
+	early, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(readBufferSize, n))
+	if n > 0 {
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, writeBufferSize)), nil
 }
 
 // conn is one sync connection.
@@ -436,6 +477,9 @@ func (c *conn) write() {
 			n += len(f.b)
 			if f.change {
 				changes++
+			}
+			if !f.stored.IsZero() {
+				c.g.deps.Metrics.SyncDeliveryLatency.Observe(time.Since(f.stored).Seconds())
 			}
 		}
 		cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/processor"
@@ -69,6 +70,8 @@ type frame struct {
 	b      []byte
 	cat    int8
 	change bool
+	// stored is when the change's message was stored, for a live change; zero otherwise.
+	stored time.Time
 }
 
 // encode marshals a frame the gateway built (which cannot fail to marshal).

@@ -285,6 +285,9 @@ func (g *Gateway) dispatch(m jetstream.Msg) {
 		g.deps.Log.Warn("sync: open change message", "seq", meta.Sequence.Stream, "err", err)
 		return
 	}
+	for i := range frames {
+		frames[i].stored = meta.Timestamp
+	}
 	for _, c := range cs {
 		c.deliver(meta.Sequence.Stream, frames)
 	}

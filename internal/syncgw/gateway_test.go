@@ -1,9 +1,14 @@
 package syncgw_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -541,5 +546,60 @@ func TestOpsFrames(t *testing.T) {
 	phone.send(map[string]any{"type": "wat"})
 	if st, e := phone.closed(); st != websocket.StatusPolicyViolation || e["code"] != pulsebase.EINVALID {
 		t.Fatalf("unknown frame type: closed %d after %v", st, e)
+	}
+}
+
+// TestHelloSentWithTheUpgrade: a client that sends its hello in the same packet as its
+// upgrade request (without waiting for the 101) is understood: the bytes the HTTP server
+// read past the request reach the WebSocket reader.
+func TestHelloSentWithTheUpgrade(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	tok := s.UserToken(t, "ivy")
+	hello, _ := json.Marshal(map[string]any{"type": "hello", "token": tok, "device": "phone", "cursor": nil})
+	// A masked text frame, as clients send.
+	frame := []byte{0x81, 0x80 | 126, byte(len(hello) >> 8), byte(len(hello))}
+	mask := [4]byte{1, 2, 3, 4}
+	frame = append(frame, mask[:]...)
+	for i, b := range hello {
+		frame = append(frame, b^mask[i%4])
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "GET /v1/sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + syncgw.Subprotocol + "\r\n\r\n"
+	if _, err := conn.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	// The server's first frame: unmasked text, a 16-bit or 64-bit length.
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatal(err)
+	}
+	n := int(head[1] & 0x7f)
+	switch n {
+	case 126:
+		ext := make([]byte, 2)
+		io.ReadFull(br, ext)
+		n = int(binary.BigEndian.Uint16(ext))
+	case 127:
+		ext := make([]byte, 8)
+		io.ReadFull(br, ext)
+		n = int(binary.BigEndian.Uint64(ext))
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		t.Fatal(err)
+	}
+	if head[0] != 0x81 || !strings.Contains(string(payload), `"type":"welcome"`) {
+		t.Fatalf("first frame %x: %s", head, payload)
 	}
 }

@@ -74,6 +74,9 @@ type Metrics struct {
 	SyncOverflows prometheus.Counter
 	// SyncSnapshots counts snapshots sent to devices without a usable cursor.
 	SyncSnapshots prometheus.Counter
+	// SyncDeliveryLatency is the time from a change message's storage in CHANGES to a
+	// live change frame of it written to a sync connection.
+	SyncDeliveryLatency prometheus.Histogram
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -147,8 +150,13 @@ func NewMetrics() *Metrics {
 		Name: "pulsebase_sync_snapshots_total",
 		Help: "Snapshots sent to devices that had no usable cursor.",
 	})
+	m.SyncDeliveryLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulsebase_sync_delivery_latency_seconds",
+		Help:    "Time from a change's storage in the CHANGES stream to its frame written to a sync connection.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 1.25, 40),
+	})
 	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
 		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency,
-		m.SyncConnections, m.SyncChangesSent, m.SyncCloses, m.SyncOverflows, m.SyncSnapshots)
+		m.SyncConnections, m.SyncChangesSent, m.SyncCloses, m.SyncOverflows, m.SyncSnapshots, m.SyncDeliveryLatency)
 	return m
 }
