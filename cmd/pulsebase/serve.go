@@ -44,8 +44,8 @@ const (
 )
 
 // knownRoles are the parts of the server a process can run. ingest and api serve HTTP;
-// process runs the stream processor (and holds the sealed-sample private key); sync is
-// accepted so that deployments can name it already (issue [4]).
+// process runs the stream processor (and holds the sealed-sample private key); sync runs
+// the sync gateway (GET /v1/sync answers 503 on a process without it).
 var knownRoles = []string{"ingest", "process", "sync", "api"}
 
 // Config is every setting of `pulsebase serve`. It is filled from flags and PULSEBASE_*
@@ -73,6 +73,11 @@ type Config struct {
 
 	LiveHorizon   time.Duration
 	DailyInterval time.Duration
+	// Sync gateway limits (internal/syncgw.Config).
+	SyncQueueBytes     int
+	SyncConnsPerUser   int
+	SyncConnsPerDevice int
+	SyncPingInterval   time.Duration
 
 	KEKURI       string
 	KeyCacheSize int
@@ -111,6 +116,10 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.SyncAlways, "sync-always", false, "fsync the embedded broker's store on every write (slower; survives power loss)")
 	fs.DurationVar(&c.LiveHorizon, "live-horizon", window.DefaultHorizon, "samples this recent update the processor's in-memory windows; older ones take the backfill path")
 	fs.DurationVar(&c.DailyInterval, "daily-interval", processor.DefaultDailyEvery, "how often at most a user's daily metrics and baselines are recomputed (series buckets follow every commit)")
+	fs.IntVar(&c.SyncQueueBytes, "sync-queue-bytes", 1<<20, "bytes of frames a sync connection may have waiting; a client that falls further behind is closed with 4008 and resumes from its cursor")
+	fs.IntVar(&c.SyncConnsPerUser, "sync-conns-per-user", 20, "sync connections one user may hold on this process")
+	fs.IntVar(&c.SyncConnsPerDevice, "sync-conns-per-device", 3, "sync connections one device may hold on this process")
+	fs.DurationVar(&c.SyncPingInterval, "sync-ping-interval", 15*time.Second, "how often sync connections are pinged; one silent for two intervals is closed")
 	fs.StringVar(&c.KEKURI, "kek-uri", vault.DefaultKEKURI, "key-encryption key: local://PATH (relative to the data dir), pkcs11://TOKEN/KEY?module=LIB&pin-env=VAR,\nhcvault://HOST/transit/keys/NAME or gcp-kms://projects/…/cryptoKeys/NAME")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 100_000, "users whose unwrapped keys stay in memory")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 10*time.Minute, "how long an unwrapped key stays in memory")
@@ -178,6 +187,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--live-horizon %s: want at least 3h", c.LiveHorizon)
 	case c.DailyInterval < 100*time.Millisecond:
 		return fmt.Errorf("--daily-interval %s: want at least 100ms", c.DailyInterval)
+	case c.SyncQueueBytes < 64<<10:
+		return fmt.Errorf("--sync-queue-bytes %d: want at least 65536", c.SyncQueueBytes)
+	case c.SyncConnsPerUser < 1 || c.SyncConnsPerDevice < 1 || c.SyncConnsPerDevice > c.SyncConnsPerUser:
+		return fmt.Errorf("--sync-conns-per-user %d, --sync-conns-per-device %d: want at least 1, per device at most per user", c.SyncConnsPerUser, c.SyncConnsPerDevice)
+	case c.SyncPingInterval < time.Second:
+		return fmt.Errorf("--sync-ping-interval %s: want at least 1s", c.SyncPingInterval)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("--replicas %d: want 1..5", c.Replicas)
 	case c.KeyCacheSize < 1:
@@ -302,10 +317,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	users := httpapi.NewUsers(store, vlt)
 	ing := ingest.NewService(vlt, cons, brk, metrics, log, nil)
 	profiles := profile.New(store, vlt, brk.JetStream(), log)
-	gateway := syncgw.New(syncgw.Config{}, syncgw.Deps{
-		JetStream: brk.JetStream(), Vault: vlt, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
-		Revocations: revocations, Verify: iss.Verify, Resolve: users.Resolve, Metrics: metrics, Log: log,
-	})
+	var gateway *syncgw.Gateway
+	if slices.Contains(cfg.Roles, "sync") {
+		gateway = syncgw.New(syncgw.Config{MaxQueueBytes: cfg.SyncQueueBytes, MaxConnsPerUser: cfg.SyncConnsPerUser,
+			MaxConnsPerDevice: cfg.SyncConnsPerDevice, PingInterval: cfg.SyncPingInterval}, syncgw.Deps{
+			JetStream: brk.JetStream(), Vault: vlt, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
+			Revocations: revocations, Verify: iss.Verify, Resolve: users.Resolve, Metrics: metrics, Log: log,
+		})
+	}
 	api := httpapi.New(httpapi.Deps{
 		Issuer:     iss,
 		Users:      users,
@@ -363,7 +382,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return revocations.Run(gctx) })
-	g.Go(func() error { return gateway.Run(gctx) })
+	if gateway != nil {
+		g.Go(func() error { return gateway.Run(gctx) })
+	}
 	g.Go(func() error { return vlt.Watch(gctx) })
 	if coord != nil {
 		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions(),
