@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/syncgw"
 )
@@ -601,5 +602,20 @@ func TestHelloSentWithTheUpgrade(t *testing.T) {
 	}
 	if head[0] != 0x81 || !strings.Contains(string(payload), `"type":"welcome"`) {
 		t.Fatalf("first frame %x: %s", head, payload)
+	}
+}
+
+// TestExpiredTokenClosesTheConnection: a connection lasts no longer than its token: at
+// the token's expiry it is closed with 4001, and the device reconnects with a new one.
+func TestExpiredTokenClosesTheConnection(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	s.UserToken(t, "jan") // consent, so the user exists as a real one would
+	tok, err := s.Issuer.Mint(auth.TokenRequest{Subject: "jan", Role: pulsebase.RoleUser, TTL: 2 * time.Second}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := hello(t, s, tok, "phone", nil)
+	if st, e := c.closed(); st != syncgw.CloseUnauthenticated || e["code"] != pulsebase.EUNAUTHORIZED {
+		t.Fatalf("at expiry: closed %d after %v", st, e)
 	}
 }
