@@ -2,16 +2,14 @@ package changefeed_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/changefeed"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
-	"github.com/pulsebase/pulsebase/internal/sqlite"
-	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
 // TestPublish publishes a change twice with one id, as a retry after a lost ack would:
@@ -19,26 +17,12 @@ import (
 // processor.OpenChanges reads the feed, and with no one else's.
 func TestPublish(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	brk, err := broker.Open(ctx, broker.Config{DataDir: dir}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { brk.Close() })
+	parts := pbtest.OpenParts(t, broker.Config{})
+	v, js := parts.Vault, parts.Broker.JetStream()
 	keys, err := v.UserKeys(ctx, "ufeed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := brk.JetStream()
 	changes := []processor.Change{{Kind: "consent", Key: "consent", Data: map[string]any{"version": 1.0}}}
 	seq1, err := changefeed.Publish(ctx, js, keys, "ufeed", "ufeed-consent-1", changes)
 	if err != nil {

@@ -3,57 +3,31 @@ package consent_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/consent"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
-	"github.com/pulsebase/pulsebase/internal/processor"
-	"github.com/pulsebase/pulsebase/internal/sqlite"
-	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
 // env is a store, a vault and an embedded broker in a temp dir, shared by the consent
 // services of a test as processes share them.
-type env struct {
-	store *sqlite.Store
-	vault *vault.Vault
-	brk   *broker.Broker
-}
+type env struct{ *pbtest.Parts }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	brk, err := broker.Open(ctx, broker.Config{DataDir: dir}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { brk.Close() })
-	return &env{store: store, vault: v, brk: brk}
+	return &env{pbtest.OpenParts(t, broker.Config{})}
 }
 
 // service starts a consent service (one process's) with its watch running until the test
 // ends.
 func (e *env) service(t *testing.T) *consent.Service {
 	t.Helper()
-	s, err := consent.New(context.Background(), e.store, e.vault, e.brk.JetStream(), 1, nil)
+	s, err := consent.New(context.Background(), e.Store, e.Vault, e.Broker.JetStream(), 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,45 +43,10 @@ func (e *env) service(t *testing.T) *consent.Service {
 	return s
 }
 
-// feedMsg is one message of a user's change feed.
-type feedMsg struct {
-	id    string
-	batch processor.ChangeBatch
-}
-
 // feed returns the user's change feed, in order.
-func (e *env) feed(t *testing.T, user string) []feedMsg {
+func (e *env) feed(t *testing.T, user string) []pbtest.FeedMessage {
 	t.Helper()
-	ctx := context.Background()
-	keys, err := e.vault.UserKeys(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := e.brk.JetStream().OrderedConsumer(ctx, broker.StreamChanges,
-		jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.ChangeSubject(user)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []feedMsg
-	for {
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			id := m.Headers().Get(jetstream.MsgIDHeader)
-			cb, err := processor.OpenChanges(keys, id, m.Data())
-			if err != nil {
-				t.Fatalf("change %s does not open: %v", id, err)
-			}
-			out = append(out, feedMsg{id: id, batch: cb})
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return pbtest.ReadFeed(t, e.Broker.JetStream(), e.Vault, user)
 }
 
 // actor is the user changing their own consent.
@@ -159,12 +98,12 @@ func TestSetPutsConsentOnFeed(t *testing.T) {
 	msgs := e.feed(t, u)
 	var ids []string
 	for _, m := range msgs {
-		ids = append(ids, m.id)
+		ids = append(ids, m.ID)
 	}
 	if !slices.Equal(ids, []string{u + "-consent-1", u + "-consent-2"}) {
 		t.Fatalf("got messages %v, want %s-consent-1 and -2", ids, u)
 	}
-	last := msgs[1].batch.Changes
+	last := msgs[1].Batch.Changes
 	if len(last) != 1 || last[0].Kind != "consent" || last[0].Key != "consent" || !sameJSON(t, last[0].Data, got) {
 		t.Errorf("got changes %+v, want one consent change holding %+v", last, got)
 	}
@@ -179,7 +118,7 @@ func TestSetPublishFailure(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	s := e.service(t)
-	js := e.brk.JetStream()
+	js := e.Broker.JetStream()
 	st, err := js.Stream(ctx, broker.StreamChanges)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +143,7 @@ func TestSetPublishFailure(t *testing.T) {
 		t.Fatalf("retry: %+v, %v; want version 2", again, err)
 	}
 	msgs := e.feed(t, u)
-	if len(msgs) != 1 || msgs[0].id != u+"-consent-2" || !sameJSON(t, msgs[0].batch.Changes[0].Data, again) {
+	if len(msgs) != 1 || msgs[0].ID != u+"-consent-2" || !sameJSON(t, msgs[0].Batch.Changes[0].Data, again) {
 		t.Errorf("got %+v, want version 2 alone on the feed", msgs)
 	}
 }

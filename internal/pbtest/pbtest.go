@@ -1,6 +1,8 @@
 // Package pbtest holds test helpers shared by the packages of this module: a whole server
 // stack on real parts (SQLite in a temp dir, the embedded JetStream broker, the vault and
-// the token issuer) and polling with a deadline instead of sleeping.
+// the token issuer), or the parts alone for a test of one service, reading a user's change
+// feed, polling with a deadline instead of sleeping, and the quantiles of Prometheus
+// histograms that benchmarks report.
 //
 // Only tests import it.
 package pbtest

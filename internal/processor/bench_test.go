@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,17 +13,10 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 )
-
-// benchEnv returns the integer environment variable name, or def.
-func benchEnv(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
 
 // benchSamples returns perUser samples of three types (heart rate, steps, active energy),
 // one a minute, the last one at end.
@@ -121,7 +113,7 @@ func (pl *pipeline) waitCheckpoints(b *testing.B, last map[int]uint64) {
 // "backfill" ones a month old (an import of history). Reports samples/s processed (issue
 // [3] targets 250,000/s with 100k users × 3 types).
 func BenchmarkProcess(b *testing.B) {
-	users := benchEnv("PULSEBASE_BENCH_USERS", 1000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 1000)
 	const perUser = 150
 	for _, c := range []struct {
 		name string
@@ -155,8 +147,8 @@ func BenchmarkProcess(b *testing.B) {
 // (target p99 ≤ 50 ms at half the maximum rate). Quantiles are interpolated within the
 // histogram's buckets (25 % wide).
 func BenchmarkChangeLatency(b *testing.B) {
-	rate := benchEnv("PULSEBASE_BENCH_RATE", 5000)
-	users := benchEnv("PULSEBASE_BENCH_USERS", 1000)
+	rate := pbtest.BenchEnv("PULSEBASE_BENCH_RATE", 5000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 1000)
 	for range b.N {
 		b.StopTimer()
 		pl := newPipeline(b)
@@ -197,35 +189,13 @@ func BenchmarkChangeLatency(b *testing.B) {
 		if err := m.ChangeLatency.Write(&after); err != nil {
 			b.Fatal(err)
 		}
-		h := after.GetHistogram()
-		for i, bk := range h.GetBucket() {
-			*bk.CumulativeCount -= before.GetHistogram().GetBucket()[i].GetCumulativeCount()
-		}
-		*h.SampleCount -= before.GetHistogram().GetSampleCount()
+		h := pbtest.HistogramSince(&before, &after)
 		b.ReportMetric(float64(next)/duration.Seconds(), "offered/s")
-		b.ReportMetric(quantile(h, 0.5)*1000, "p50-ms")
-		b.ReportMetric(quantile(h, 0.99)*1000, "p99-ms")
-		b.ReportMetric(quantile(h, 0.9)*1000, "p90-ms")
-		b.ReportMetric(quantile(h, 0.95)*1000, "p95-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.5)*1000, "p50-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.99)*1000, "p99-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.9)*1000, "p90-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.95)*1000, "p95-ms")
 	}
-}
-
-// quantile interpolates the q quantile of a Prometheus histogram within its buckets.
-func quantile(h *dto.Histogram, q float64) float64 {
-	rank := q * float64(h.GetSampleCount())
-	var prevCount uint64
-	prevBound := 0.0
-	for _, bk := range h.GetBucket() {
-		if float64(bk.GetCumulativeCount()) >= rank {
-			in := float64(bk.GetCumulativeCount() - prevCount)
-			if in == 0 {
-				return bk.GetUpperBound()
-			}
-			return prevBound + (bk.GetUpperBound()-prevBound)*(rank-float64(prevCount))/in
-		}
-		prevCount, prevBound = bk.GetCumulativeCount(), bk.GetUpperBound()
-	}
-	return prevBound
 }
 
 // BenchmarkRecovery measures how long a processor takes to resume after another one
@@ -237,7 +207,7 @@ func quantile(h *dto.Histogram, q float64) float64 {
 // over partitions; a restarted process unwraps each key again). The partitions' leases
 // were released; after a kill they move when the lease expires (see docs/processor.md).
 func BenchmarkRecovery(b *testing.B) {
-	users := benchEnv("PULSEBASE_BENCH_USERS", 10_000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 10_000)
 	for range b.N {
 		b.StopTimer()
 		pl := newPipeline(b)

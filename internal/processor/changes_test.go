@@ -11,40 +11,18 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/broker"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 )
 
 // feed returns the user's change batches in feed order.
 func (pl *pipeline) feed(t *testing.T, user string) []processor.ChangeBatch {
 	t.Helper()
-	ctx := context.Background()
-	keys, err := pl.vault.UserKeys(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := pl.brk.JetStream().OrderedConsumer(ctx, broker.StreamChanges, jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.ChangeSubject(user)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []processor.ChangeBatch
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			cb, err := processor.OpenChanges(keys, m.Headers().Get(jetstream.MsgIDHeader), m.Data())
-			if err != nil {
-				t.Fatalf("a change batch does not open: %v", err)
-			}
-			out = append(out, cb)
-		}
-		if n == 0 {
-			return out
-		}
+	for _, m := range pbtest.ReadFeed(t, pl.brk.JetStream(), pl.vault, user) {
+		out = append(out, m.Batch)
 	}
+	return out
 }
 
 // TestChangeFeedEndsWithTheStoredValues ingests bursts for one user and checks that the

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,46 +17,23 @@ import (
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/crdt"
-	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/profile"
-	"github.com/pulsebase/pulsebase/internal/sqlite"
-	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
 // env is a store, a vault and an embedded broker with a listener, in a temp dir.
-type env struct {
-	dir   string
-	store *sqlite.Store
-	vault *vault.Vault
-	brk   *broker.Broker
-}
+type env struct{ *pbtest.Parts }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	v, err := vault.Open(ctx, store, vault.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	brk, err := broker.Open(ctx, broker.Config{DataDir: dir, ListenAddr: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { brk.Close() })
-	return &env{dir: dir, store: store, vault: v, brk: brk}
+	return &env{pbtest.OpenParts(t, broker.Config{ListenAddr: "127.0.0.1:0"})}
 }
 
 // closedJetStream returns a JetStream on a connection to the broker that is already
 // closed: every publish through it fails, as it would while the broker is unreachable.
 func (e *env) closedJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(e.brk.ClientURL())
+	nc, err := nats.Connect(e.Broker.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,61 +45,21 @@ func (e *env) closedJetStream(t *testing.T) jetstream.JetStream {
 	return js
 }
 
-// feedMsg is one message of a user's change feed.
-type feedMsg struct {
-	seq   uint64
-	id    string
-	batch processor.ChangeBatch
-}
-
 // feed returns the user's change feed, in order.
-func (e *env) feed(t *testing.T, user string) []feedMsg {
+func (e *env) feed(t *testing.T, user string) []pbtest.FeedMessage {
 	t.Helper()
-	ctx := context.Background()
-	keys, err := e.vault.UserKeys(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := e.brk.JetStream().OrderedConsumer(ctx, broker.StreamChanges,
-		jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.ChangeSubject(user)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []feedMsg
-	for {
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			id := m.Headers().Get(jetstream.MsgIDHeader)
-			cb, err := processor.OpenChanges(keys, id, m.Data())
-			if err != nil {
-				t.Fatalf("change %s does not open: %v", id, err)
-			}
-			out = append(out, feedMsg{seq: meta.Sequence.Stream, id: id, batch: cb})
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return pbtest.ReadFeed(t, e.Broker.JetStream(), e.Vault, user)
 }
 
 // feedOps returns the ids of the profile ops on the feed, in feed order, and the ids of
 // the messages carrying them.
-func feedOps(t *testing.T, msgs []feedMsg) (ops, ids []string) {
+func feedOps(t *testing.T, msgs []pbtest.FeedMessage) (ops, ids []string) {
 	t.Helper()
 	for _, m := range msgs {
-		ids = append(ids, m.id)
-		for _, c := range m.batch.Changes {
+		ids = append(ids, m.ID)
+		for _, c := range m.Batch.Changes {
 			if c.Kind != "profile" || c.Key != "profile" {
-				t.Errorf("message %s: a %s/%s change, want profile/profile", m.id, c.Kind, c.Key)
+				t.Errorf("message %s: a %s/%s change, want profile/profile", m.ID, c.Kind, c.Key)
 				continue
 			}
 			b, err := json.Marshal(c.Data["ops"])
@@ -150,7 +86,7 @@ func incr(device string, seq int, n int) crdt.Op {
 
 func (e *env) published(t *testing.T, user string) (version, published int64) {
 	t.Helper()
-	sp, err := e.store.Profile(context.Background(), user)
+	sp, err := e.Store.Profile(context.Background(), user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,8 +102,8 @@ func TestPublishFailureIsRetried(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	const user = "uoutbox"
-	up := profile.New(e.store, e.vault, e.brk.JetStream(), nil)
-	down := profile.New(e.store, e.vault, e.closedJetStream(t), nil)
+	up := profile.New(e.Store, e.Vault, e.Broker.JetStream(), nil)
+	down := profile.New(e.Store, e.Vault, e.closedJetStream(t), nil)
 
 	first, err := up.Apply(ctx, user, []crdt.Op{incr("watch", 1, 1)})
 	if err != nil || first.Version != 1 || first.Seq == 0 {
@@ -209,7 +145,7 @@ func TestPublishFailureIsRetried(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if err := profile.New(e.store, e.vault, e.brk.JetStream(), nil).Flush(ctx, user); err != nil {
+			if err := profile.New(e.Store, e.Vault, e.Broker.JetStream(), nil).Flush(ctx, user); err != nil {
 				t.Errorf("flush: %v", err)
 			}
 		})
@@ -232,8 +168,8 @@ func TestPublishFailureIsRetried(t *testing.T) {
 		seq  uint64
 		id   string
 	}{{"first", first.Seq, user + "-profile-1"}, {"third", third.Seq, user + "-profile-3"}} {
-		i := slices.IndexFunc(msgs, func(m feedMsg) bool { return m.seq == c.seq })
-		if i < 0 || msgs[i].id != c.id {
+		i := slices.IndexFunc(msgs, func(m pbtest.FeedMessage) bool { return m.Seq == c.seq })
+		if i < 0 || msgs[i].ID != c.id {
 			t.Errorf("%s apply: sequence %d is not message %s on the feed", c.name, c.seq, c.id)
 		}
 	}
@@ -250,7 +186,7 @@ func TestPublishFailureIsRetried(t *testing.T) {
 // that died between publishing and marking leaves it.
 func setPublished(t *testing.T, e *env, user string, v int64) {
 	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(e.dir, "db")+"?_pragma=busy_timeout(10000)")
+	db, err := sql.Open("sqlite", e.StorePath+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,8 +203,8 @@ func TestFlushPublishesPending(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	const user = "uflush"
-	up := profile.New(e.store, e.vault, e.brk.JetStream(), nil)
-	down := profile.New(e.store, e.vault, e.closedJetStream(t), nil)
+	up := profile.New(e.Store, e.Vault, e.Broker.JetStream(), nil)
+	down := profile.New(e.Store, e.Vault, e.closedJetStream(t), nil)
 	if err := up.Flush(ctx, user); err != nil {
 		t.Fatalf("flush without a profile: %v", err)
 	}
@@ -307,7 +243,7 @@ func TestDocumentBeforeOutboxOpens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := e.vault.UserKeys(ctx, user)
+	keys, err := e.Vault.UserKeys(ctx, user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,10 +252,10 @@ func TestDocumentBeforeOutboxOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Written by an older process: the store has it as version 1, never marked published.
-	if err := e.store.PutProfile(ctx, pulsebase.StoredProfile{User: user, Version: 1, Ciphertext: ct, Updated: time.Now()}); err != nil {
+	if err := e.Store.PutProfile(ctx, pulsebase.StoredProfile{User: user, Version: 1, Ciphertext: ct, Updated: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	svc := profile.New(e.store, e.vault, e.brk.JetStream(), nil)
+	svc := profile.New(e.Store, e.Vault, e.Broker.JetStream(), nil)
 	doc, version, err := svc.Get(ctx, user)
 	if err != nil || version != 1 || !strings.HasSuffix(fmt.Sprint(doc.View()["water_glasses"]), ":2]") {
 		t.Fatalf("got %v at version %d, %v; want 2 glasses at version 1", doc, version, err)
@@ -352,11 +288,11 @@ func TestOpsSplitAcrossMessages(t *testing.T) {
 	for i := 1; i <= 8; i++ {
 		batch = append(batch, incr("watch", i, 1))
 	}
-	down := profile.New(e.store, e.vault, e.closedJetStream(t), nil)
+	down := profile.New(e.Store, e.Vault, e.closedJetStream(t), nil)
 	if _, err := down.Apply(ctx, user, batch[:3]); pulsebase.ErrorCode(err) != pulsebase.EUNAVAILABLE {
 		t.Fatalf("got %v, want code %s", err, pulsebase.EUNAVAILABLE)
 	}
-	up := profile.New(e.store, e.vault, e.brk.JetStream(), nil)
+	up := profile.New(e.Store, e.Vault, e.Broker.JetStream(), nil)
 	out, err := up.Apply(ctx, user, batch)
 	if err != nil || out.Version != 2 || out.Seq == 0 {
 		t.Fatalf("apply: %+v, %v", out, err)
@@ -374,12 +310,12 @@ func TestOpsSplitAcrossMessages(t *testing.T) {
 	if !slices.Equal(ids, want) {
 		t.Errorf("the feed holds messages %v, want %v", ids, want)
 	}
-	if last := msgs[len(msgs)-1]; last.seq != out.Seq {
-		t.Errorf("got Seq %d, want %d, the sequence of %s", out.Seq, last.seq, last.id)
+	if last := msgs[len(msgs)-1]; last.Seq != out.Seq {
+		t.Errorf("got Seq %d, want %d, the sequence of %s", out.Seq, last.Seq, last.ID)
 	}
 	for _, m := range msgs {
-		if v := m.batch.Changes[0].Data["version"]; v != 1.0 && v != 2.0 {
-			t.Errorf("message %s carries version %v", m.id, v)
+		if v := m.Batch.Changes[0].Data["version"]; v != 1.0 && v != 2.0 {
+			t.Errorf("message %s carries version %v", m.ID, v)
 		}
 	}
 }

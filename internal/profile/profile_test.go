@@ -20,8 +20,8 @@ import (
 func TestConcurrentServersLoseNothing(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	store, v := e.store, e.vault
-	servers := []*profile.Service{profile.New(store, v, e.brk.JetStream(), nil), profile.New(store, v, e.brk.JetStream(), nil)}
+	store, v := e.Store, e.Vault
+	servers := []*profile.Service{profile.New(store, v, e.Broker.JetStream(), nil), profile.New(store, v, e.Broker.JetStream(), nil)}
 	const user, perDevice = "uprofile", 20
 	day := time.Now().UTC().Format("2006-01-02")
 	var wg sync.WaitGroup

@@ -40,13 +40,6 @@ import (
 //	PULSEBASE_BENCH_RATE   samples/s offered in the latency run (5,000)
 //	PULSEBASE_BENCH_HEAPPROFILE  a file for a heap profile taken while the idle connections are open
 
-func benchEnv(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 // benchConn is a raw client connection that says hello and returns the welcome.
 func benchConn(b testing.TB, url, token, device string) (*websocket.Conn, map[string]any) {
 	ws, w, err := dialHello(url, token, device)
@@ -92,8 +85,8 @@ func syncURL(s *pbtest.Server) string { return "ws" + strings.TrimPrefix(s.URL, 
 // in CHANGES to its frame written to the socket. The processor commits every 250 ms, as
 // in production.
 func BenchmarkSyncLatency(b *testing.B) {
-	rate := benchEnv("PULSEBASE_BENCH_RATE", 5000)
-	users := benchEnv("PULSEBASE_BENCH_USERS", 1000)
+	rate := pbtest.BenchEnv("PULSEBASE_BENCH_RATE", 5000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 1000)
 	for range b.N {
 		b.StopTimer()
 		s := pbtest.MustOpenServerOpts(b, pbtest.Options{Flush: 250 * time.Millisecond})
@@ -187,37 +180,15 @@ func BenchmarkSyncLatency(b *testing.B) {
 		readers.Wait()
 		var after dto.Metric
 		s.Metrics.SyncDeliveryLatency.Write(&after)
-		h := after.GetHistogram()
-		for i, bk := range h.GetBucket() {
-			*bk.CumulativeCount -= before.GetHistogram().GetBucket()[i].GetCumulativeCount()
-		}
-		*h.SampleCount -= before.GetHistogram().GetSampleCount()
+		h := pbtest.HistogramSince(&before, &after)
 		b.ReportMetric(float64(next)/duration.Seconds(), "offered/s")
 		b.ReportMetric(float64(hist.ValueAtQuantile(50))/1000, "e2e-p50-ms")
 		b.ReportMetric(float64(hist.ValueAtQuantile(90))/1000, "e2e-p90-ms")
 		b.ReportMetric(float64(hist.ValueAtQuantile(99))/1000, "e2e-p99-ms")
-		b.ReportMetric(quantile(h, 0.5)*1000, "gw-p50-ms")
-		b.ReportMetric(quantile(h, 0.99)*1000, "gw-p99-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.5)*1000, "gw-p50-ms")
+		b.ReportMetric(pbtest.Quantile(h, 0.99)*1000, "gw-p99-ms")
 		b.ReportMetric(float64(missing), "never-arrived")
 	}
-}
-
-// quantile interpolates the q quantile of a Prometheus histogram within its buckets.
-func quantile(h *dto.Histogram, q float64) float64 {
-	rank := q * float64(h.GetSampleCount())
-	var prevCount uint64
-	prevBound := 0.0
-	for _, bk := range h.GetBucket() {
-		if float64(bk.GetCumulativeCount()) >= rank {
-			in := float64(bk.GetCumulativeCount() - prevCount)
-			if in == 0 {
-				return bk.GetUpperBound()
-			}
-			return prevBound + (bk.GetUpperBound()-prevBound)*(rank-float64(prevCount))/in
-		}
-		prevCount, prevBound = bk.GetCumulativeCount(), bk.GetUpperBound()
-	}
-	return prevBound
 }
 
 // BenchmarkFanout measures how fast the gateway delivers changes: PULSEBASE_BENCH_USERS
@@ -227,7 +198,7 @@ func quantile(h *dto.Histogram, q float64) float64 {
 // change frames the devices received per second, from the first publish to the last
 // frame; the devices' reading runs in this process too, on the same two cores.
 func BenchmarkFanout(b *testing.B) {
-	users := benchEnv("PULSEBASE_BENCH_USERS", 1000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 1000)
 	const devices, perMsg, rounds = 3, 100, 5
 	for range b.N {
 		b.StopTimer()
@@ -371,7 +342,7 @@ func TestIdleConnectionsChild(t *testing.T) {
 // the process's resident set, heap+stack-B/conn from the Go runtime. Every user connects
 // once before, so that what users cost (their keys, the caches) is not counted.
 func BenchmarkIdleConnections(b *testing.B) {
-	conns := benchEnv("PULSEBASE_BENCH_CONNS", 2000)
+	conns := pbtest.BenchEnv("PULSEBASE_BENCH_CONNS", 2000)
 	const perChild = 5000
 	for range b.N {
 		b.StopTimer()
