@@ -205,6 +205,7 @@ func BenchmarkFanout(b *testing.B) {
 		s := pbtest.MustOpenServer(b)
 		ids := make([]string, users)
 		var received atomic.Int64
+		var lost atomic.Value // why a device's connection ended early
 		want := int64(users * devices * perMsg * rounds)
 		done := make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -219,6 +220,9 @@ func BenchmarkFanout(b *testing.B) {
 					for {
 						_, r, err := ws.Reader(ctx)
 						if err != nil {
+							if ctx.Err() == nil {
+								lost.Store(err.Error())
+							}
 							return
 						}
 						io.Copy(io.Discard, r)
@@ -271,7 +275,7 @@ func BenchmarkFanout(b *testing.B) {
 		select {
 		case <-done:
 		case <-time.After(120 * time.Second):
-			b.Fatalf("only %d of %d changes arrived; the server logged:\n%s", received.Load(), want, s.Logs.String())
+			b.Fatalf("only %d of %d changes arrived (a connection ended: %v); the server logged:\n%s", received.Load(), want, lost.Load(), s.Logs.String())
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()

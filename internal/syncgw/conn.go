@@ -55,7 +55,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 	// Any origin may connect: the credential is the token of the first frame, never an
 	// ambient cookie, so a page of another origin gains nothing by opening a socket.
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}, InsecureSkipVerify: true})
+	sb := &smallBuffers{ResponseWriter: w}
+	ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}, InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept answered the request
 	}
@@ -65,7 +66,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(-1) // readFrame enforces MaxFrameBytes, answering with an error frame
 	ctx, cancel := context.WithCancel(g.ctx)
-	c := &conn{g: g, ws: ws, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	c := &conn{g: g, ws: ws, cork: sb.cork, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(g.cfg.FramesPerSecond), g.cfg.FrameBurst)}
 	c.cond = sync.NewCond(&c.mu)
 	// The connection gets a goroutine of its own, and this one returns: the HTTP
@@ -84,17 +85,23 @@ const (
 )
 
 // smallBuffers gives the WebSocket library buffers of readBufferSize and writeBufferSize
-// instead of the HTTP server's when it takes over the connection.
-type smallBuffers struct{ http.ResponseWriter }
+// instead of the HTTP server's when it takes over the connection, and a corkConn to write
+// through.
+type smallBuffers struct {
+	http.ResponseWriter
+	cork *corkConn // set by Hijack
+}
 
-func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Hijack takes the connection over, keeping what the client sent after its request.
-func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	raw, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	conn := &corkConn{Conn: raw}
+	s.cork = conn
 	// What the client sent after its request must be in the new reader's buffer: the
 	// library takes the buffered bytes from there and reads the rest from conn.
 	n := brw.Reader.Buffered()
@@ -109,10 +116,69 @@ func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, writeBufferSize)), nil
 }
 
+// corkConn lets the writer of a run of frames send them with one system call: the
+// library flushes every frame, and while corked those writes gather here until flush.
+// Writes when not corked (pongs, the close frame) go straight through, in order.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+// maxCork bounds what gathers before it is written anyway.
+const maxCork = 64 << 10
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	if len(c.buf) >= maxCork {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// cork starts gathering writes.
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// uncork writes what gathered, within timeout, and stops gathering.
+func (c *corkConn) uncork(timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.flushLocked()
+	c.Conn.SetWriteDeadline(time.Time{})
+	if cap(c.buf) > 16<<10 {
+		c.buf = nil // an idle connection keeps no large buffer
+	}
+	return err
+}
+
+func (c *corkConn) flushLocked() error {
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
 // conn is one sync connection.
 type conn struct {
 	g       *Gateway
 	ws      *websocket.Conn
+	cork    *corkConn
 	ctx     context.Context // ends when the connection does
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
@@ -470,19 +536,31 @@ func (c *conn) write() {
 		ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.WriteTimeout)
 		n, changes := 0, 0
 		var err error
+		// The frames go out together, in as few system calls as the cork allows.
+		c.cork.cork()
+		written := 0
 		for _, f := range batch {
 			if err = c.ws.Write(ctx, websocket.MessageText, f.b); err != nil {
 				break
 			}
+			written++
 			n += len(f.b)
 			if f.change {
 				changes++
 			}
-			if !f.stored.IsZero() {
-				c.g.deps.Metrics.SyncDeliveryLatency.Observe(time.Since(f.stored).Seconds())
-			}
+		}
+		if uerr := c.cork.uncork(c.g.cfg.WriteTimeout); err == nil {
+			err = uerr
 		}
 		cancel()
+		if err == nil {
+			now := time.Now()
+			for _, f := range batch[:written] {
+				if !f.stored.IsZero() {
+					c.g.deps.Metrics.SyncDeliveryLatency.Observe(now.Sub(f.stored).Seconds())
+				}
+			}
+		}
 		c.g.deps.Metrics.SyncChangesSent.Add(float64(changes))
 		if err != nil {
 			c.mu.Lock()
