@@ -303,3 +303,32 @@ func TestTokenFlagsWork(t *testing.T) {
 }
 
 func base64Decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+// TestDemo: `serve --demo` feeds the demo users through the SDK's sync sessions: their
+// watches hold sync connections, and their two hours of data reach the series.
+func TestDemo(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--demo")
+	var tok string
+	pbtest.WaitFor(t, 30*time.Second, "the demo token", func() bool {
+		lines := strings.Split(s.stdout.String(), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "demo: token for demo-alice") && i+1 < len(lines) && lines[i+1] != "" {
+				tok = lines[i+1]
+				return true
+			}
+		}
+		return false
+	})
+	pbtest.WaitFor(t, 60*time.Second, "the demo's heart rate in the series", func() bool {
+		var series struct{ Points []map[string]any }
+		r := pbtest.Do(t, "GET", s.url+"/v1/users/me/series/heart_rate?resolution=1m", tok, "", nil)
+		if r.Status != 200 {
+			return false
+		}
+		r.JSON(t, &series)
+		return len(series.Points) >= 100 // two hours of minutes, give or take the edges
+	})
+	pbtest.WaitFor(t, 30*time.Second, "the demo watches' sync connections", func() bool {
+		return strings.Contains(string(pbtest.Do(t, "GET", s.url+"/metrics", "", "", nil).Body), "pulsebase_sync_connections 3")
+	})
+}
