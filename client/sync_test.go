@@ -17,6 +17,7 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/client"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
 )
 
@@ -331,5 +332,40 @@ func TestSessionKeepsStateAcrossRestarts(t *testing.T) {
 	pbtest.WaitFor(t, 30*time.Second, "the web's edit on the phone", func() bool { return sess.Profile()["units"] == "metric" })
 	if n := snapshots.Load(); n != 1 {
 		t.Errorf("%d snapshots; only the first connection should have had one", n)
+	}
+}
+
+// TestTokenSourceRenewsAnExpiredToken: the server closes a connection when its token
+// expires (4001); a session with a TokenSource reconnects with a fresh token and resumes
+// from its cursor, without a second snapshot.
+func TestTokenSourceRenewsAnExpiredToken(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	tok := s.UserToken(t, "lou")
+	var snapshots, tokens atomic.Int32
+	var rec recorder
+	sess, err := client.New(s.URL, "").Sync(client.SyncOptions{Device: "phone", MinBackoff: 10 * time.Millisecond,
+		TokenSource: func(context.Context) (string, error) {
+			tokens.Add(1)
+			return s.Issuer.Mint(auth.TokenRequest{Subject: "lou", Role: pulsebase.RoleUser, TTL: 2 * time.Second}, time.Now())
+		},
+		OnSnapshot: func(client.Snapshot) { snapshots.Add(1) },
+		OnChange:   rec.add,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(ctx) }()
+	pbtest.WaitFor(t, 30*time.Second, "a second token", func() bool { return tokens.Load() >= 2 })
+	// Still connected and current: a profile edit from elsewhere arrives.
+	pbtest.Do(t, "POST", s.URL+"/v1/users/me/profile/ops", tok, "application/json",
+		[]byte(`{"ops":[{"id":"web:1","ts":{"wall":`+fmt.Sprint(time.Now().UnixMilli())+`,"logical":0,"node":"web"},"kind":"set","path":"units","value":"metric"}]}`))
+	pbtest.WaitFor(t, 30*time.Second, "the edit", func() bool { return sess.Profile()["units"] == "metric" })
+	cancel()
+	<-done
+	if n := snapshots.Load(); n != 1 {
+		t.Errorf("%d snapshots, want 1: a renewed token resumes from the cursor", n)
 	}
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/auth"
+	"github.com/pulsebase/pulsebase/internal/changefeed"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
+	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/syncgw"
 )
 
@@ -617,5 +619,33 @@ func TestExpiredTokenClosesTheConnection(t *testing.T) {
 	c, _ := hello(t, s, tok, "phone", nil)
 	if st, e := c.closed(); st != syncgw.CloseUnauthenticated || e["code"] != pulsebase.EUNAUTHORIZED {
 		t.Fatalf("at expiry: closed %d after %v", st, e)
+	}
+}
+
+// TestWithdrawnCategoryIsNotSent: once a user withdraws consent to a category, series
+// changes of it are not sent to their devices, even those already on the feed; other
+// categories still are.
+func TestWithdrawnCategoryIsNotSent(t *testing.T) {
+	s := pbtest.MustOpenServer(t)
+	tok := s.UserToken(t, "kay")
+	c, w := hello(t, s, tok, "phone", nil)
+	user := w["user"].(string)
+	pbtest.Grant(t, s.URL, tok, `{"collect":{"activity":true},"purposes":{"personalization":true}}`)
+	c.until("the consent change", func(m map[string]any) bool { return m["kind"] == "consent" })
+	// Changes made before the withdrawal (a processor's commit in flight) reach the feed
+	// after it: heart rate first, then steps.
+	keys, err := s.Vault.UserKeys(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []string{"heart_rate/1m/00000000001795939200", "steps/1m/00000000001795939200"} {
+		if _, err := changefeed.Publish(context.Background(), s.Broker.JetStream(), keys, user, fmt.Sprintf("%s-late-%d", user, i),
+			[]processor.Change{{Kind: "series", Key: key, Data: map[string]any{"last": 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := c.until("a series change", func(m map[string]any) bool { return m["kind"] == "series" })
+	if !strings.HasPrefix(m["key"].(string), "steps/") {
+		t.Fatalf("after the withdrawal the device got %v", m)
 	}
 }
