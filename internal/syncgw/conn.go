@@ -366,7 +366,7 @@ func (c *conn) hello(f inFrame) error {
 	}
 	if recovered {
 		c.reply(welcome{Type: "welcome", Cursor: *f.Cursor, Recovered: true, User: usr.ID, Device: device})
-		go c.replay(pos)
+		go c.replay(f2, pos)
 		return nil
 	}
 	// Without a usable cursor, the client starts from the state as it is now: the head
@@ -408,14 +408,9 @@ func validDevice(s string) bool {
 	return true
 }
 
-// replay sends the user's history after pos, no faster than the client reads it, then
-// switches to live.
-func (c *conn) replay(pos processor.Cursor) {
-	f, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, c.user)
-	if err != nil {
-		c.failWith(c.unavailable("open feed", err))
-		return
-	}
+// replay sends the user's history in f after pos, no faster than the client reads it,
+// then switches to live.
+func (c *conn) replay(f *processor.Feed, pos processor.Cursor) {
 	next, last := pos.Seq, pos.Seq
 	for {
 		if !c.waitRoom() {
