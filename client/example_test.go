@@ -30,10 +30,8 @@ func ExampleClient_Sync() {
 	sess, err := client.New(s.URL, token).Sync(client.SyncOptions{
 		Device:   "phone",
 		StateDir: ex.TempDir(), // cursor, profile replica and offline queue survive restarts
-		OnChange: func(c client.Change) {
-			if c.Kind == "profile" {
-				profiles <- c
-			}
+		Handlers: map[string]func(client.Change){
+			"profile": func(c client.Change) { profiles <- c }, // one handler per kind of change
 		},
 		OnAck: func(a client.Ack) { acks <- a },
 	})

@@ -45,9 +45,12 @@ type SyncOptions struct {
 	// TokenSource gives the token of each connection, so that an expired one is replaced;
 	// nil uses the Client's token.
 	TokenSource func(ctx context.Context) (string, error)
-	// OnChange is called with every change, in the feed's order, on the session's
-	// goroutine; the cursor moves past a change once OnChange returns. Profile changes
-	// are applied to the replica before.
+	// Handlers are called with the changes of their kind ("series", "daily", "profile",
+	// "consent", "rejection", "recommendation"), in the feed's order, on the session's
+	// goroutine; the cursor moves past a change once its handlers returned. Profile
+	// changes are applied to the replica before.
+	Handlers map[string]func(Change)
+	// OnChange is called with every change, after its kind's handler.
 	OnChange func(Change)
 	// OnSnapshot is called when the server answered with a snapshot (the session had no
 	// usable cursor), before the changes that follow it.
@@ -584,6 +587,9 @@ func (s *Session) change(c Change) {
 			}
 			s.mu.Unlock()
 		}
+	}
+	if h := s.opts.Handlers[c.Kind]; h != nil {
+		h(c)
 	}
 	if s.opts.OnChange != nil {
 		s.opts.OnChange(c)
