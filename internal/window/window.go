@@ -198,7 +198,7 @@ func (s *State) Apply(smp pulsebase.Sample, id string, now time.Time) (changes [
 			delta := false
 			if a == nil {
 				a = newAcc(bs, be, t)
-				if be.UnixNano() <= cut {
+				if memoryEnd(res, bs, be) <= cut {
 					delta = true
 				} else {
 					sr.buckets[i][k] = a
@@ -386,6 +386,23 @@ func (s *State) Len() (buckets, ids int) {
 		}
 	}
 	return buckets, len(s.ids)
+}
+
+// earliestZone is the zone in which a date ends first.
+var earliestZone = time.FixedZone("UTC+14", 14*3600)
+
+// memoryEnd is the end that decides whether a new bucket is kept in memory or its
+// contribution merged into the stored bucket. A day bucket is one local date whatever the
+// zone of its samples (agg keys days by date), so it goes to memory only while the date
+// has not ended anywhere yet: its end at UTC+14. Then all of a date's samples near the
+// horizon go the same way, and a bucket never starts empty in memory, to be written over
+// a stored one that holds samples of another zone on the same date.
+func memoryEnd(res agg.Resolution, bs, be time.Time) int64 {
+	if res != agg.Day {
+		return be.UnixNano()
+	}
+	y, m, d := bs.Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, earliestZone).UnixNano()
 }
 
 // key identifies a bucket: its start instant, or for a day the civil day number of its

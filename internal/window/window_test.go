@@ -604,3 +604,38 @@ func TestForgetIDsLeavesDedupeToTheCaller(t *testing.T) {
 		t.Errorf("Apply after ForgetIDs kept %d ids", ids)
 	}
 }
+
+// TestDayAtTheHorizonAcrossZones: a day bucket is a local date whatever the zone, so when
+// the horizon falls inside a date — ended in one zone, not yet in another — every sample
+// of that date near the horizon merges into the stored bucket (a Delta). A bucket made in
+// memory from the later zone's sample alone would be written over the stored one, which
+// holds the earlier zone's sample, and lose it.
+func TestDayAtTheHorizonAcrossZones(t *testing.T) {
+	st := NewState(7 * 24 * time.Hour)
+	now := at("2026-11-29T20:00:00Z") // the horizon: 2026-11-22T20:00Z
+	india := pulsebase.Sample{ID: "in", Type: "steps", Value: 255, Start: at("2026-11-22T12:00:00Z"), End: at("2026-11-22T12:05:00Z"),
+		Source: "phone", Zone: "Asia/Kolkata"} // 2026-11-22 ends at 18:30Z there, before the horizon
+	if _, _, err := st.Apply(india, india.ID, now); !errors.Is(err, ErrBackfill) {
+		t.Fatalf("the sample whose date ended: %v, want ErrBackfill", err)
+	}
+	utc := pulsebase.Sample{ID: "utc", Type: "steps", Value: 80, Start: at("2026-11-22T21:00:00Z"), End: at("2026-11-22T21:05:00Z"),
+		Source: "phone", Zone: "UTC"} // 2026-11-22 ends at midnight UTC, after the horizon
+	changes, applied, err := st.Apply(utc, utc.ID, now)
+	if err != nil || !applied {
+		t.Fatalf("the sample whose date goes on: applied %v, %v", applied, err)
+	}
+	days := 0
+	for _, c := range changes {
+		if c.Res == agg.Day {
+			days++
+			if !c.Delta {
+				t.Errorf("the day bucket of %s is kept in memory; it must merge into the stored one", c.Date)
+			}
+		} else if c.Res == agg.Hour && c.Delta {
+			t.Errorf("the hour bucket %v ends after the horizon and belongs in memory", c.Start)
+		}
+	}
+	if days != 1 {
+		t.Fatalf("%d day changes, want 1", days)
+	}
+}
