@@ -168,6 +168,7 @@ type Session struct {
 type outbox interface {
 	Append(kind string, data []byte) (uint64, error)
 	Pending() []QueueEntry
+	Len() int
 	Ack(seq uint64) error
 	Close() error
 }
@@ -289,7 +290,7 @@ func (s *Session) Profile() map[string]any {
 }
 
 // Pending returns how many samples batches and op edits wait for the server's ack.
-func (s *Session) Pending() int { return len(s.queue.Pending()) }
+func (s *Session) Pending() int { return s.queue.Len() }
 
 // SendSamples queues samples for the server (durably, with a StateDir); they go out in
 // batches of at most 5,000 while connected. Re-sent samples are counted once: the server
@@ -345,17 +346,19 @@ func (s *Session) edit(kind crdt.Kind, path string, value any) error {
 	if err := s.doc.CheckIncoming(op); err != nil {
 		return err
 	}
-	if _, err := s.doc.Apply(op); err != nil {
-		return err
-	}
 	b, err := json.Marshal(map[string]any{"type": "ops", "doc": "profile", "ops": []crdt.Op{op}})
 	if err != nil {
 		return err
 	}
+	// Queued first: an op the queue did not take is not in the replica either, and its
+	// id is used by the next edit.
 	if _, err := s.queue.Append("ops", b); err != nil {
 		return err
 	}
 	s.nextSeq++
+	if _, err := s.doc.Apply(op); err != nil {
+		return err // cannot happen after CheckIncoming; the queued op still goes out
+	}
 	s.dirty = true
 	s.poke()
 	return nil
@@ -772,6 +775,12 @@ func (q *memQueue) Pending() []QueueEntry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return append([]QueueEntry(nil), q.entries...)
+}
+
+func (q *memQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
 }
 
 func (q *memQueue) Ack(seq uint64) error {

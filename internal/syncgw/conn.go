@@ -766,26 +766,19 @@ func (c *conn) ops(f inFrame) error {
 			results[at[j]] = r
 		}
 	}
+	var first *profile.Result // the first refused op
 	refused := 0
-	first := ""
-	for _, r := range results {
+	for i, r := range results {
 		if r.Code != "" {
 			if refused == 0 {
-				first = fmt.Sprintf("op %q: %s", r.ID, r.Detail)
+				first = &results[i]
 			}
 			refused++
 		}
 	}
-	if refused > 0 {
-		code := pulsebase.EINVALID
-		for _, r := range results {
-			if r.Code != "" {
-				code = r.Code
-				break
-			}
-		}
-		c.reply(errorFrame{Type: "error", Ref: f.Ref, Code: code,
-			Detail: fmt.Sprintf("%d of %d ops were refused and not applied; the first: %s", refused, len(results), first)})
+	if first != nil {
+		c.reply(errorFrame{Type: "error", Ref: f.Ref, Code: first.Code,
+			Detail: fmt.Sprintf("%d of %d ops were refused and not applied; the first, %q: %s", refused, len(results), first.ID, first.Detail)})
 	}
 	cursor, err := c.opsCursor(out.Seq)
 	if err != nil {
