@@ -114,8 +114,11 @@ func (f *Feed) Head() Cursor { return f.After(f.last) }
 func (f *Feed) Epoch() int64 { return f.epoch }
 
 // After is the position after every change of message seq.
-func (f *Feed) After(seq uint64) Cursor {
-	return Cursor{Epoch: f.epoch, Seq: seq, N: allOfMessage}
+func (f *Feed) After(seq uint64) Cursor { return AfterMessage(f.epoch, seq) }
+
+// AfterMessage is the position after every change of message seq of the stream of epoch.
+func AfterMessage(epoch int64, seq uint64) Cursor {
+	return Cursor{Epoch: epoch, Seq: seq, N: allOfMessage}
 }
 
 // Resume decodes a client's cursor and checks that the feed still holds everything after

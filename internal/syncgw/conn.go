@@ -791,14 +791,14 @@ func (c *conn) ops(f inFrame) error {
 // opsCursor is the cursor of an ops ack: just after the message carrying the applied ops,
 // or, when none applied, the head of the feed (every earlier op is before it).
 func (c *conn) opsCursor(seq uint64) (string, error) {
+	if seq > 0 {
+		return processor.AfterMessage(c.g.epoch, seq).Encode(c.user), nil
+	}
 	f, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, c.user)
 	if err != nil {
 		return "", err
 	}
-	if seq == 0 {
-		return f.Head().Encode(c.user), nil
-	}
-	return f.After(seq).Encode(c.user), nil
+	return f.Head().Encode(c.user), nil
 }
 
 // codeOf is the stable code of err, invalid_request when it has none.

@@ -523,6 +523,22 @@ func TestOpsFrames(t *testing.T) {
 		res[1].(map[string]any)["code"] == nil || res[2].(map[string]any)["applied"] != true {
 		t.Fatalf("ack: %v", ack)
 	}
+	// The ack's cursor is just after the change carrying the ops: the feed after it does
+	// not hold them.
+	var after feedPage
+	if r := pbtest.Do(t, "GET", s.URL+"/v1/users/me/changes?after="+ack["cursor"].(string), tok, "", nil); r.Status != 200 {
+		t.Fatalf("changes after the ack's cursor: %d %s", r.Status, r.Body)
+	} else {
+		r.JSON(t, &after)
+	}
+	for _, c := range after.Changes {
+		if c.Kind == "profile" {
+			t.Errorf("a profile change after the ack's cursor: %v", c)
+		}
+	}
+	if n := len(fullFeed(t, s, tok).Changes); n == len(after.Changes) {
+		t.Errorf("the ack's cursor is at the start of the feed")
+	}
 	ch := watch.until("the profile change", func(m map[string]any) bool { return m["kind"] == "profile" })
 	if ops := ch["data"].(map[string]any)["ops"].([]any); len(ops) != 2 {
 		t.Fatalf("the watch got %v", ch)
