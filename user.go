@@ -123,6 +123,7 @@ type Store interface {
 	ConsentStore
 	DerivedStore
 	ProfileStore
+	FeedbackStore
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -58,6 +58,8 @@ func Run(t *testing.T, open Opener) {
 		{"PutProfileConcurrent", testPutProfileConcurrent},
 		{"ProfilePublished", testProfilePublished},
 		{"MarkProfilePublishedConcurrent", testMarkProfilePublishedConcurrent},
+		{"Feedback", testFeedback},
+		{"AddFeedbackConcurrent", testAddFeedbackConcurrent},
 		{"Times", testTimes},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
