@@ -20,10 +20,15 @@ type DerivedRecord struct {
 	Ciphertext []byte
 	Updated    time.Time
 	// Delete makes CommitPartition delete the record (User, Kind, Key) instead of writing
-	// it — with an empty Kind, every record of User (a rebuild starts from nothing);
-	// deleting what does not exist is not an error.
+	// it — with an empty Kind, every record of User but those of the KeptKinds (a rebuild
+	// starts from nothing); deleting what does not exist is not an error.
 	Delete bool
 }
+
+// KeptKinds are the kinds of derived records a rebuild keeps: the recommendations a user
+// was given and the decisions behind them are history, not a function of the samples, and
+// their feedback refers to them.
+var KeptKinds = []string{"recommendation", "decision"}
 
 // Checkpoint is how far a partition of the SAMPLES stream has been applied: every message
 // up to and including Seq, by the owner holding fencing Epoch.

@@ -36,7 +36,7 @@ func (s *Store) CommitPartition(ctx context.Context, cp pulsebase.Checkpoint, re
 		var b pgx.Batch
 		for _, r := range records {
 			if r.User != "" && r.Kind == "" && r.Delete {
-				b.Queue(`DELETE FROM derived WHERE user_id = $1`, r.User)
+				b.Queue(`DELETE FROM derived WHERE user_id = $1 AND kind <> ALL($2)`, r.User, pulsebase.KeptKinds)
 				continue
 			}
 			if r.User == "" || r.Kind == "" {

@@ -120,7 +120,7 @@ func commitOne(ctx context.Context, tx *sql.Tx, cp pulsebase.Checkpoint, records
 	defer stmt.Close()
 	for _, r := range records {
 		if r.User != "" && r.Kind == "" && r.Delete {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM derived WHERE user_id = ?`, r.User); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM derived WHERE user_id = ? AND kind NOT IN (?, ?)`, r.User, pulsebase.KeptKinds[0], pulsebase.KeptKinds[1]); err != nil {
 				return err
 			}
 			continue

@@ -78,10 +78,11 @@ func testDerived(t *testing.T, open Opener) {
 	}
 	wantRecords(t, s, "ua", "bucket", "", "", "hr/1h/001=b1", "hr/1h/002=b2'", "hr/1h/004=b4")
 	wantRecords(t, s, "ub", "bucket", "", "", "hr/1h/001=other user")
-	// An empty kind deletes every record of the user; records after it in the same commit
-	// are written.
+	// An empty kind deletes every record of the user but the kept kinds; records after it
+	// in the same commit are written.
 	if err := s.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 8, Epoch: 1, Seq: 1, Updated: t0}, []pulsebase.DerivedRecord{
 		derivedRecord("uc", "bucket", "x", "old"), derivedRecord("uc", "daily", "2026-11-28", "old"),
+		derivedRecord("uc", "recommendation", "r1", "kept"), derivedRecord("uc", "decision", "d1", "kept"),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +93,8 @@ func testDerived(t *testing.T, open Opener) {
 	}
 	wantRecords(t, s, "uc", "bucket", "", "", "y=new")
 	wantRecords(t, s, "uc", "daily", "", "")
+	wantRecords(t, s, "uc", "recommendation", "", "", "r1=kept")
+	wantRecords(t, s, "uc", "decision", "", "", "d1=kept")
 	wantRecords(t, s, "ub", "bucket", "", "", "hr/1h/001=other user")
 
 	// Going back within an epoch is refused; a newer epoch may restart from its own point.
