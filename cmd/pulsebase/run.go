@@ -28,6 +28,7 @@ Commands:
   keys      key management: rotate-kek, rotate-user, rotate-processing, events
   bench     load-test a server's sample ingest (and its broker, as a baseline)
   reprocess rebuild derived data from the retained sample stream, while the server runs
+  rules     check a recommendation rule library offline, or print one
   version   print the version
 
 Run 'pulsebase <command> --help' for a command's flags. Every flag has a PULSEBASE_*
@@ -60,6 +61,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string
 		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "reprocess":
 		return runReprocess(ctx, rest, getenv, stdout, stderr)
+	case "rules":
+		return runRules(rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "pulsebase", version)
 		return nil

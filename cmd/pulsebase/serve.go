@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -29,6 +31,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/postgres"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/profile"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 	"github.com/pulsebase/pulsebase/internal/sim"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/syncgw"
@@ -73,6 +76,10 @@ type Config struct {
 
 	LiveHorizon   time.Duration
 	DailyInterval time.Duration
+	// Rules is a recommendation rule library file replacing the built-in one; DailyCap the
+	// most recommendations a user gets a day.
+	Rules    string
+	DailyCap int
 	// Sync gateway limits (internal/syncgw.Config).
 	SyncQueueBytes     int
 	SyncConnsPerUser   int
@@ -116,6 +123,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.SyncAlways, "sync-always", false, "fsync the embedded broker's store on every write (slower; survives power loss)")
 	fs.DurationVar(&c.LiveHorizon, "live-horizon", window.DefaultHorizon, "samples this recent update the processor's in-memory windows; older ones take the backfill path")
 	fs.DurationVar(&c.DailyInterval, "daily-interval", processor.DefaultDailyEvery, "how often at most a user's daily metrics and baselines are recomputed (series buckets follow every commit)")
+	fs.StringVar(&c.Rules, "rules", "", "recommendation rule library (YAML) to use instead of the built-in one; reloaded when it changes\nor on SIGHUP, keeping the last good library when it does not check (see pulsebase rules check)")
+	fs.IntVar(&c.DailyCap, "recommend-daily-cap", recommend.DefaultDailyCap, "most recommendations delivered to a user per local day")
 	fs.IntVar(&c.SyncQueueBytes, "sync-queue-bytes", 1<<20, "bytes of frames a sync connection may have waiting; a client that falls further behind is closed with 4008 and resumes from its cursor")
 	fs.IntVar(&c.SyncConnsPerUser, "sync-conns-per-user", 20, "sync connections one user may hold on this process")
 	fs.IntVar(&c.SyncConnsPerDevice, "sync-conns-per-device", 3, "sync connections one device may hold on this process")
@@ -185,6 +194,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--duplicate-window %s: want at least 1s and at most --sample-retention", c.DuplicateWindow)
 	case c.LiveHorizon < 3*time.Hour:
 		return fmt.Errorf("--live-horizon %s: want at least 3h", c.LiveHorizon)
+	case c.DailyCap < 1:
+		return fmt.Errorf("--recommend-daily-cap %d: want at least 1", c.DailyCap)
 	case c.DailyInterval < 100*time.Millisecond:
 		return fmt.Errorf("--daily-interval %s: want at least 100ms", c.DailyInterval)
 	case c.SyncQueueBytes < 64<<10:
@@ -314,6 +325,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 	}
 	metrics := telemetry.NewMetrics()
+	// The rule library: a --rules file that does not check leaves the built-in library in
+	// use (the problems are logged); the server runs either way.
+	rules, rerr := recommend.NewRules(cfg.Rules, log)
+	if rules == nil {
+		return fmt.Errorf("rule library: %w", rerr)
+	}
+	metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[rerr == nil]).Inc()
+	rules.OnReload = func(_ *recommend.Library, err error) {
+		metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
+	}
 	users := httpapi.NewUsers(store, vlt)
 	ing := ingest.NewService(vlt, cons, brk, metrics, log, nil)
 	profiles := profile.New(store, vlt, brk.JetStream(), log)
@@ -386,9 +407,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		g.Go(func() error { return gateway.Run(gctx) })
 	}
 	g.Go(func() error { return vlt.Watch(gctx) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error { return rules.Watch(gctx, 2*time.Second, hup) })
 	if coord != nil {
 		runner := processor.NewRunner(brk.JetStream(), store, vlt, cons, processor.RunnerConfig{Log: log, Metrics: metrics, Partitions: brk.Partitions(),
-			Horizon: cfg.LiveHorizon, DailyEvery: cfg.DailyInterval})
+			Horizon: cfg.LiveHorizon, DailyEvery: cfg.DailyInterval, Rules: rules, Profiles: profiles, DailyCap: cfg.DailyCap})
 		g.Go(func() error { return coord.Run(gctx, runner) })
 	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })

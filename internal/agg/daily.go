@@ -92,6 +92,10 @@ type Daily struct {
 	SleepMinutes    *int
 	SleepEfficiency *float64
 	SleepStages     map[string]int
+	// SleepMidpoint is the middle of the day's main sleep session (the one with the most
+	// Asleep time) in minutes after the day's local midnight, on the clock of the session's
+	// end: negative before midnight (−30 is 23:30 the evening before), whole minutes.
+	SleepMidpoint *float64
 	// ActiveEnergy (kcal) and Distance (m) are sums of samples spread over local days in
 	// proportion to overlap; Water (mL) is the sum of the readings of the day.
 	ActiveEnergy, Distance, Water *float64
@@ -429,13 +433,17 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 	type sleepAcc struct {
 		asleep, inBed time.Duration
 		stages        map[string]time.Duration
+		main          *SleepSession // the session with the most sleep
 	}
 	sleep := make(map[string]*sleepAcc)
-	for _, s := range sess {
+	for i, s := range sess {
 		a := sleep[s.Date]
 		if a == nil {
 			a = &sleepAcc{stages: make(map[string]time.Duration)}
 			sleep[s.Date] = a
+		}
+		if a.main == nil || s.Asleep > a.main.Asleep {
+			a.main = &sess[i]
 		}
 		a.asleep += s.Asleep
 		a.inBed += s.InBed
@@ -490,6 +498,9 @@ func DailyMetrics(samples []pulsebase.Sample) []Daily {
 		x.SleepMinutes = ptr(roundMinutes(a.asleep))
 		if a.inBed > 0 {
 			x.SleepEfficiency = ptr(float64(a.asleep) / float64(a.inBed))
+		}
+		if a.main != nil {
+			x.SleepMidpoint = ptr(midpoint(a.main))
 		}
 		x.SleepStages = make(map[string]int, len(a.stages))
 		for l, v := range a.stages {
@@ -558,4 +569,12 @@ func sortedKeys[V any](m map[minuteKey]V) []minuteKey {
 	}
 	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+// midpoint returns the middle of s in whole minutes after the local midnight of s.Date.
+func midpoint(s *SleepSession) float64 {
+	mid := s.Start.Add(s.End.Sub(s.Start) / 2).In(s.End.Location())
+	y, m, d := s.End.Date()
+	midnight := time.Date(y, m, d, 0, 0, 0, 0, s.End.Location())
+	return math.Round(mid.Sub(midnight).Minutes())
 }

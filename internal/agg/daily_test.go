@@ -450,6 +450,14 @@ func TestDailySleep(t *testing.T) {
 	if fmt.Sprint(d.SleepStages) != fmt.Sprint(want) {
 		t.Errorf("SleepStages: got %v, want %v", d.SleepStages, want)
 	}
+	// The main session runs 22:30–06:30 (the nap is smaller): its middle is 02:30.
+	checkFloat(t, "SleepMidpoint", d.SleepMidpoint, 150)
+}
+
+func TestSleepMidpointBeforeMidnight(t *testing.T) {
+	d := DailyMetrics([]pulsebase.Sample{stage("light", "2026-11-28T20:00:00-06:00", "2026-11-29T03:00:00-06:00")})[0]
+	// 20:00–03:00: the middle is 23:30 the evening before the day the night counts on.
+	checkFloat(t, "SleepMidpoint", d.SleepMidpoint, -30)
 }
 
 func TestDailySumsLastMean(t *testing.T) {

@@ -64,7 +64,7 @@ func dailyInput(typ string) bool {
 // dailyMetrics are the numeric metrics of a day object, each with a baseline; hrv_rmssd's
 // is on ln(rMSSD).
 var dailyMetrics = []string{"steps", "active_minutes", "sedentary_bouts", "sedentary_minutes",
-	"resting_heart_rate", "hrv_rmssd", "sleep_minutes", "sleep_efficiency", "active_energy",
+	"resting_heart_rate", "hrv_rmssd", "sleep_minutes", "sleep_efficiency", "sleep_midpoint", "active_energy",
 	"distance", "water", "weight", "mood"}
 
 // DayObject is a day of GET /v1/users/{user}/daily: the date, each metric that has data,
@@ -98,6 +98,7 @@ func dayFields(d agg.Daily) DayObject {
 	}
 	putI("sleep_minutes", d.SleepMinutes)
 	putF("sleep_efficiency", d.SleepEfficiency)
+	putF("sleep_midpoint", d.SleepMidpoint)
 	if len(d.SleepStages) > 0 {
 		st := make(map[string]any, len(d.SleepStages))
 		for k, v := range d.SleepStages {
@@ -380,6 +381,7 @@ func (pr *partition) recomputeDaily(ctx context.Context, u *userRun, now time.Ti
 			changes = append(changes, Change{Kind: "daily", Key: d, Data: map[string]any{"date": d, "deleted": true}})
 		}
 	}
+	u.patchDays(days, marked)
 	return recs, changes, nil
 }
 
@@ -440,10 +442,12 @@ func OpenDay(keys *vault.Keys, date string, ciphertext []byte) (DayObject, error
 	return o, nil
 }
 
-// The user's checkpointed state is the window state and the marked dates, in an envelope.
+// The user's checkpointed state is the window state, the marked dates and the
+// recommendation state (recommend.go; absent in states written before it), in an
+// envelope.
 const stateEnvelope = 0xD1
 
-func encodeState(window []byte, days map[string]bool) []byte {
+func encodeState(window []byte, days map[string]bool, rec []byte) []byte {
 	b := []byte{stateEnvelope}
 	b = binary.AppendUvarint(b, uint64(len(window)))
 	b = append(b, window...)
@@ -452,17 +456,18 @@ func encodeState(window []byte, days map[string]bool) []byte {
 		b = binary.AppendUvarint(b, uint64(len(d)))
 		b = append(b, d...)
 	}
-	return b
+	b = binary.AppendUvarint(b, uint64(len(rec)))
+	return append(b, rec...)
 }
 
 var errState = errors.New("corrupt user state")
 
 // decodeState splits a stored state; a state written before the envelope is the window
 // state alone.
-func decodeState(b []byte) (window []byte, days map[string]bool, err error) {
+func decodeState(b []byte) (window []byte, days map[string]bool, rec []byte, err error) {
 	days = map[string]bool{}
 	if len(b) == 0 || b[0] != stateEnvelope {
-		return b, days, nil
+		return b, days, nil, nil
 	}
 	b = b[1:]
 	next := func() ([]byte, bool) {
@@ -476,19 +481,24 @@ func decodeState(b []byte) (window []byte, days map[string]bool, err error) {
 	}
 	window, ok := next()
 	if !ok {
-		return nil, nil, errState
+		return nil, nil, nil, errState
 	}
 	n, k := binary.Uvarint(b)
 	if k <= 0 {
-		return nil, nil, errState
+		return nil, nil, nil, errState
 	}
 	b = b[k:]
 	for range n {
 		d, ok := next()
 		if !ok {
-			return nil, nil, errState
+			return nil, nil, nil, errState
 		}
 		days[string(d)] = true
 	}
-	return window, days, nil
+	if len(b) > 0 {
+		if rec, ok = next(); !ok {
+			return nil, nil, nil, errState
+		}
+	}
+	return window, days, rec, nil
 }

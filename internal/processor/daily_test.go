@@ -170,6 +170,7 @@ func dayValues(d agg.Daily) map[string]float64 {
 	f("hrv_rmssd", d.HRVRMSSD)
 	i("sleep_minutes", d.SleepMinutes)
 	f("sleep_efficiency", d.SleepEfficiency)
+	f("sleep_midpoint", d.SleepMidpoint)
 	f("active_energy", d.ActiveEnergy)
 	f("distance", d.Distance)
 	f("water", d.Water)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/agg"
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/ingest"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
 	"github.com/pulsebase/pulsebase/internal/window"
@@ -60,7 +62,15 @@ type RunnerConfig struct {
 	// on a backlog recomputations wait dailyBacklogDelay, so that they never take more
 	// than a small share of the partition's time.
 	DailyEvery time.Duration
-	Log        *slog.Logger
+	// Rules, if not nil, is the recommendation rule library (recommend.go): a user's rules
+	// run after each commit that changes their state and at the library's local times.
+	Rules *recommend.Rules
+	// Profiles reads the profiles rules read; nil means every user has an empty one.
+	Profiles ProfileReader
+	// DailyCap is the most recommendations delivered to a user a day; zero means
+	// recommend.DefaultDailyCap.
+	DailyCap int
+	Log      *slog.Logger
 	// Metrics, if not nil, receives the processor's metrics.
 	Metrics *telemetry.Metrics
 }
@@ -76,6 +86,7 @@ type Runner struct {
 	consent Consent
 	cfg     RunnerConfig
 	reqs    requests
+	pool    recPool
 }
 
 // NewRunner returns a Runner.
@@ -140,6 +151,11 @@ type partition struct {
 	storedAt []int64
 	// recover lists pending users not loaded yet (see loadPending).
 	recover []string
+	// sched holds when users' scheduled rule runs are due; schedDirty reports that the
+	// partition's scheduled record must be rewritten. rng draws the bandit's samples.
+	sched      map[string]time.Time
+	schedDirty bool
+	rng        *rand.Rand
 }
 
 // userRun is a user's state within a partition, and what changed since the last commit.
@@ -168,6 +184,9 @@ type userRun struct {
 	// chunks holds the minute-bucket records the last commit wrote, by record key: the
 	// next commit adds to them without reading them back.
 	chunks map[string]map[string]window.Change
+	// rec is the user's checkpointed recommendation state, ru the rest of it in memory.
+	rec *recState
+	ru  recUser
 }
 
 // idleUser is how long a user's state stays in memory after their last message; it is
@@ -188,8 +207,12 @@ func (r *Runner) Acquired(ctx context.Context, p int, epoch uint64) error {
 	if cp.Epoch > epoch {
 		return nil // a newer owner committed already; the coordinator will sort it out
 	}
-	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}, label: strconv.Itoa(p), pending: map[string]bool{}}
+	pr := &partition{r: r, p: p, epoch: epoch, seq: cp.Seq, users: map[string]*userRun{}, label: strconv.Itoa(p), pending: map[string]bool{},
+		sched: map[string]time.Time{}, rng: newRand()}
 	if err := pr.loadPending(ctx); err != nil {
+		return err
+	}
+	if err := pr.loadScheduled(ctx); err != nil {
 		return err
 	}
 	if err := pr.republish(ctx); err != nil {
@@ -458,6 +481,7 @@ func (pr *partition) applySample(ctx context.Context, u *userRun, smp pulsebase.
 		return nil
 	}
 	pr.count(smp.Type, outcome)
+	u.noteRec(&smp)
 	set[fp] = true
 	u.idDirty[day] = true
 	u.dirty = true
@@ -581,8 +605,15 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		if pt, u.days, err = decodeState(pt); err != nil {
+		var rec []byte
+		if pt, u.days, rec, err = decodeState(pt); err != nil {
 			return nil, fmt.Errorf("decode state of %s: %w", id, err)
+		}
+		if u.rec, err = decodeRecState(rec); err != nil {
+			return nil, fmt.Errorf("decode state of %s: %w", id, err)
+		}
+		if _, ok := pr.sched[id]; !ok && u.rec.Next > 0 {
+			pr.setScheduled(id, time.Unix(u.rec.Next, 0))
 		}
 		if u.state, err = window.Decode(pt); err != nil {
 			return nil, fmt.Errorf("decode state of %s: %w", id, err)
@@ -590,6 +621,7 @@ func (pr *partition) user(ctx context.Context, id string) (*userRun, error) {
 		u.state.ForgetIDs() // a state checkpointed before the per-day sets decided may hold some
 	} else {
 		u.state = pr.r.freshState()
+		u.rec = &recState{}
 	}
 	return u, nil
 }
@@ -679,9 +711,12 @@ func (pr *partition) commit(ctx context.Context) error {
 	for _, u := range pr.resets {
 		recs = append(recs, pulsebase.DerivedRecord{User: u, Delete: true})
 	}
+	if err := pr.dueScheduled(ctx, now); err != nil {
+		return err
+	}
 	for _, u := range pr.users {
 		due := len(u.days) > 0 && !now.Before(pr.dailyDue(u)) && recomputes < maxRecomputes
-		if u.erased || !u.dirty && !due {
+		if u.erased || !u.dirty && !due && !u.ru.schedRun {
 			continue
 		}
 		f := &feed{user: u.id, keys: u.keys}
@@ -712,6 +747,9 @@ func (pr *partition) commit(ctx context.Context) error {
 			u.dailyCost = time.Since(began)
 			recs = append(recs, drecs...)
 			f.cb.Changes = append(f.cb.Changes, dchanges...)
+			for _, c := range dchanges {
+				u.noteDailyChange(c)
+			}
 		} else {
 			jrecs, err := pr.journalRecords(u, now)
 			if err != nil {
@@ -719,10 +757,19 @@ func (pr *partition) commit(ctx context.Context) error {
 			}
 			recs = append(recs, jrecs...)
 		}
+		rrecs, err := pr.recommend(ctx, u, f, now)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, rrecs...)
 		if len(f.cb.Changes) > 0 {
 			feeds = append(feeds, f)
 		}
-		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), u.days))
+		rec, err := json.Marshal(u.rec)
+		if err != nil {
+			return err
+		}
+		ct, err := u.keys.Seal(KindState, "", encodeState(u.state.Encode(), u.days, rec))
 		if err != nil {
 			return err
 		}
@@ -742,6 +789,13 @@ func (pr *partition) commit(ctx context.Context) error {
 			return err
 		}
 		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindPending, Key: "", Ciphertext: b, Updated: now})
+	}
+	if pr.schedDirty {
+		b, err := json.Marshal(slices.Sorted(maps.Keys(pr.sched)))
+		if err != nil {
+			return err
+		}
+		recs = append(recs, pulsebase.DerivedRecord{User: PendingOwner(pr.p), Kind: KindScheduled, Key: "", Ciphertext: b, Updated: now})
 	}
 	if pr.rb != nil {
 		b, err := json.Marshal(pr.rb)
@@ -792,6 +846,7 @@ func (pr *partition) commit(ctx context.Context) error {
 	}
 	pr.outboxFull = len(out) > 0
 	pr.pendingDirty = false
+	pr.schedDirty = false
 	pr.resets = pr.resets[:0]
 	if m := pr.r.cfg.Metrics; m != nil {
 		m.CheckpointTime.WithLabelValues(pr.label).Set(float64(now.UnixNano()) / 1e9)
@@ -943,9 +998,15 @@ func (pr *partition) chunk(ctx context.Context, u *userRun, ck string) (map[stri
 	return out, pr.readBuckets(ctx, u, ck, ck, out)
 }
 
-// refreshDue sets pr.dueAt to the earliest time a user's recomputation is due.
+// refreshDue sets pr.dueAt to the earliest time a user's recomputation or scheduled rule
+// run is due.
 func (pr *partition) refreshDue() {
 	pr.dueAt = time.Time{}
+	for _, at := range pr.sched {
+		if pr.dueAt.IsZero() || at.Before(pr.dueAt) {
+			pr.dueAt = at
+		}
+	}
 	for _, u := range pr.users {
 		if len(u.days) > 0 {
 			if at := pr.dailyDue(u); pr.dueAt.IsZero() || at.Before(pr.dueAt) {

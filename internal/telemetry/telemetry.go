@@ -77,6 +77,23 @@ type Metrics struct {
 	// SyncDeliveryLatency is the time from a change message's storage in CHANGES to a
 	// live change frame of it written to a sync connection.
 	SyncDeliveryLatency prometheus.Histogram
+
+	// RecCandidates counts rules that fired (candidates before ranking), by kind.
+	RecCandidates *prometheus.CounterVec
+	// RecDecisions counts what became of candidates, by kind and reason: "delivered" or
+	// why not (recommend.Reasons).
+	RecDecisions *prometheus.CounterVec
+	// RecFeedback counts feedback on recommendations, by kind and action.
+	RecFeedback *prometheus.CounterVec
+	// RecAcceptance is the pooled acceptance rate of a kind: the share of rewarded
+	// feedback that was positive, over every user who allowed pooling.
+	RecAcceptance *prometheus.GaugeVec
+	// RuleErrors counts rule evaluations that failed, by kind.
+	RuleErrors *prometheus.CounterVec
+	// RuleEvaluation is the time one user's evaluation of the rule library takes.
+	RuleEvaluation prometheus.Histogram
+	// RuleReloads counts rule library loads by outcome (ok, error).
+	RuleReloads *prometheus.CounterVec
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -155,6 +172,36 @@ func NewMetrics() *Metrics {
 		Help:    "Time from a change's storage in the CHANGES stream to its frame written to a sync connection.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 1.25, 40),
 	})
+	m.RecCandidates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_recommend_candidates_total",
+		Help: "Recommendation rules that fired for a user (candidates before ranking), by kind.",
+	}, []string{"kind"})
+	m.RecDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_recommend_decisions_total",
+		Help: "Candidates by kind and outcome: delivered, or the reason they were suppressed (quiet_hours, daily_cap, cooldown, already_active, nudge_disabled, outranked).",
+	}, []string{"kind", "reason"})
+	m.RecFeedback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_recommend_feedback_total",
+		Help: "Feedback on recommendations by kind and action (accepted, dismissed, completed, snoozed, ignored).",
+	}, []string{"kind", "action"})
+	m.RecAcceptance = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulsebase_recommend_acceptance_ratio",
+		Help: "Pooled acceptance rate of a recommendation kind (positive share of rewarded feedback).",
+	}, []string{"kind"})
+	m.RuleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_recommend_rule_errors_total",
+		Help: "Rule evaluations that failed (the rule did not fire), by kind.",
+	}, []string{"kind"})
+	m.RuleEvaluation = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulsebase_recommend_evaluation_seconds",
+		Help:    "Time to evaluate a user's rules once (building the state, the conditions, the texts).",
+		Buckets: prometheus.ExponentialBuckets(0.000001, 2, 20),
+	})
+	m.RuleReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_recommend_rule_reloads_total",
+		Help: "Rule library loads by outcome (ok, error: the last good library stays in use).",
+	}, []string{"outcome"})
+	r.MustRegister(m.RecCandidates, m.RecDecisions, m.RecFeedback, m.RecAcceptance, m.RuleErrors, m.RuleEvaluation, m.RuleReloads)
 	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
 		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency,
 		m.SyncConnections, m.SyncChangesSent, m.SyncCloses, m.SyncOverflows, m.SyncSnapshots, m.SyncDeliveryLatency)

@@ -1,0 +1,286 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/recommend"
+)
+
+// middayZone returns a fixed zone in which it is now about noon, so that tests of delivery
+// do not depend on the hour they run at (quiet hours default to 22:00–07:00).
+func middayZone(now time.Time) *time.Location {
+	off := (12 - now.UTC().Hour()) * 3600
+	return time.FixedZone("", off)
+}
+
+// recoverySamples returns 28 days of device resting heart rate and nightly HRV ending
+// yesterday in loc: three weeks around 55 /min and 52 ms, then a week at 61 /min and 38 ms.
+func recoverySamples(now time.Time, loc *time.Location) []pulsebase.SampleInput {
+	var out []pulsebase.SampleInput
+	local := now.In(loc)
+	today := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, loc)
+	for i := 28; i >= 1; i-- {
+		day := today.AddDate(0, 0, -i)
+		rhr, hrv := 55.0+float64(i%3)-1, 52.0+float64(i%5)-2
+		if i <= 7 {
+			rhr, hrv = 61, 38
+		}
+		at := day.Add(7 * time.Hour).Format(time.RFC3339)
+		out = append(out,
+			pulsebase.SampleInput{Type: "resting_heart_rate", Value: json.RawMessage(fmt.Sprint(rhr)), Start: at, Source: "watch"},
+			pulsebase.SampleInput{Type: "hrv_rmssd", Value: json.RawMessage(fmt.Sprint(hrv)), Start: at, Source: "watch"})
+	}
+	return out
+}
+
+func (pl *pipeline) recommendations(t *testing.T, user string) []*recommend.Recommendation {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := pl.store.DerivedRecords(ctx, user, recommend.KindRecommendation, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*recommend.Recommendation
+	for _, r := range recs {
+		rec, err := recommend.OpenRecommendation(keys, r.Key, r.Ciphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+func (pl *pipeline) decisions(t *testing.T, user string) []*recommend.DecisionRecord {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := pl.store.DerivedRecords(ctx, user, recommend.KindDecision, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*recommend.DecisionRecord
+	for _, r := range recs {
+		d, err := recommend.OpenDecision(keys, r.Key, r.Ciphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func ofKind(recs []*recommend.Recommendation, kind string) []*recommend.Recommendation {
+	var out []*recommend.Recommendation
+	for _, r := range recs {
+		if r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestRecoveryDayInStream: a week of raised resting heart rate and lowered HRV after three
+// normal weeks makes exactly one recovery_day recommendation, with a why that quotes the
+// numbers, a decision record behind it, and a change on the user's feed; more samples
+// after it do not make a second one.
+func TestRecoveryDayInStream(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "urecovery"
+	grantAll(t, pl, user)
+	rules, err := recommend.NewRules("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
+	defer stop()
+	now := time.Now()
+	loc := middayZone(now)
+	in := recoverySamples(now, loc)
+	if res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, in); err != nil || len(res.Rejected) > 0 {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	var got []*recommend.Recommendation
+	deadline := time.Now().Add(60 * time.Second)
+	for len(got) == 0 && time.Now().Before(deadline) {
+		pl.waitDaily(t, user)
+		got = ofKind(pl.recommendations(t, user), "recovery_day")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got) != 1 {
+		t.Fatalf("got %d recovery_day recommendations, want 1", len(got))
+	}
+	r := got[0]
+	for _, want := range []string{"Resting heart rate 61 vs your usual", "HRV 38 ms"} {
+		if !strings.Contains(r.Why, want) {
+			t.Errorf("why %q does not quote %q", r.Why, want)
+		}
+	}
+	if r.State != recommend.StateActive || !r.Expires.After(r.Created) || r.Library == "" {
+		t.Errorf("recommendation %+v", r)
+	}
+	if v, ok := r.Evidence["resting_heart_rate_7d"].(float64); !ok || v != 61 {
+		t.Errorf("evidence %v", r.Evidence)
+	}
+	// The decision behind it names the features, the draws and the reason.
+	var dec *recommend.DecisionRecord
+	for _, d := range pl.decisions(t, user) {
+		if d.Recommendation == r.ID {
+			dec = d
+		}
+	}
+	if dec == nil || dec.ID != r.Decision || dec.Delivered < 0 || dec.Candidates[dec.Delivered].Reason != recommend.ReasonDelivered ||
+		dec.Candidates[dec.Delivered].Sample <= 0 || dec.Features["daypart"] == nil {
+		t.Fatalf("decision %+v", dec)
+	}
+	// On the feed.
+	feed := readFeedChanges(t, pl, user)
+	n := 0
+	for _, c := range feed {
+		if c.Kind == "recommendation" && c.Key == r.ID && c.Data["why"] == r.Why {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the recommendation is on the feed %d times, want 1", n)
+	}
+
+	// Another day's sample later recomputes the same days: still one.
+	local := now.In(loc)
+	extra := []pulsebase.SampleInput{{Type: "hrv_rmssd", Value: json.RawMessage("37"), Source: "ring",
+		Start: time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, loc).AddDate(0, 0, -1).Add(8 * time.Hour).Format(time.RFC3339)}}
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, extra); err != nil {
+		t.Fatal(err)
+	}
+	pl.waitDaily(t, user)
+	time.Sleep(300 * time.Millisecond)
+	if got := ofKind(pl.recommendations(t, user), "recovery_day"); len(got) != 1 {
+		t.Errorf("after more samples: %d recovery_day recommendations, want 1", len(got))
+	}
+}
+
+// TestNoConsentNoRecommendation: the same data from a user who allowed collection but not
+// personalization makes nothing — the samples are not even applied.
+func TestNoConsentNoRecommendation(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "unoconsent"
+	c := pulsebase.Consent{Collect: map[pulsebase.Category]bool{pulsebase.CategoryHeart: true}, Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposeResearch: true}}
+	if _, err := pl.consent.Set(ctx, user, c, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := recommend.NewRules("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
+	defer stop()
+	now := time.Now()
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, recoverySamples(now, middayZone(now))); err != nil {
+		t.Fatal(err)
+	}
+	pl.waitDaily(t, user)
+	time.Sleep(300 * time.Millisecond)
+	if got := pl.recommendations(t, user); len(got) != 0 {
+		t.Errorf("got %d recommendations without personalization consent", len(got))
+	}
+	if got := pl.decisions(t, user); len(got) != 0 {
+		t.Errorf("got %d decisions without personalization consent", len(got))
+	}
+}
+
+// TestScheduledRuleFiresOnceAcrossRestartsAndProcessors: a rule scheduled at a local time
+// fires once for the user although the processors that owned their partition stopped
+// before that time and two new ones, racing for the partitions, started after it.
+func TestScheduledRuleFiresOnceAcrossRestartsAndProcessors(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "uscheduled"
+	grantAll(t, pl, user)
+	now := time.Now()
+	// A zone whose clock shows the next whole minute 6–66 s from now: the slot.
+	wait := 6*time.Second + (time.Minute - time.Duration(now.Second())*time.Second)
+	slotAt := now.Add(wait).Truncate(time.Minute)
+	loc := time.FixedZone("", (15*60-(slotAt.UTC().Hour()*60+slotAt.UTC().Minute()))*60)
+	slot := slotAt.In(loc).Format("15:04")
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	lib := fmt.Sprintf(`version: "test"
+rules:
+  - kind: afternoon_check
+    category: activity
+    triggers: {at: ["%s"]}
+    when: local.minute_of_day == %d
+    evidence: {hour: double(local.hour)}
+    priority: 50
+    title: Afternoon check
+    body: How is your afternoon going?
+    why: "It is {{num .hour}} o'clock."
+    expires: 1h
+    cooldown: 0s
+`, slot, slotAt.In(loc).Hour()*60+slotAt.In(loc).Minute())
+	if err := os.WriteFile(file, []byte(lib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := recommend.NewRules(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules}
+	stop := pl.runWith(t, cfg)
+	// A sample tells the processor the user's zone and schedules them.
+	start := now.In(loc).Add(-time.Minute).Format(time.RFC3339)
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser},
+		[]pulsebase.SampleInput{{Type: "steps", Value: json.RawMessage("12"), Start: start, End: now.In(loc).Format(time.RFC3339), Source: "phone"}}); err != nil {
+		t.Fatal(err)
+	}
+	pl.waitApplied(t, user)
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	if got := pl.recommendations(t, user); len(got) != 0 {
+		t.Fatalf("fired before its time: %+v", got[0])
+	}
+	time.Sleep(time.Until(slotAt.Add(2 * time.Second)))
+	stopA := pl.runWith(t, cfg)
+	stopB := pl.runWith(t, cfg)
+	defer stopA()
+	defer stopB()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(pl.recommendations(t, user)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	got := pl.recommendations(t, user)
+	if len(got) != 1 || got[0].Kind != "afternoon_check" {
+		t.Fatalf("got %d recommendations, want 1 afternoon_check", len(got))
+	}
+	if !strings.Contains(got[0].Why, "It is") {
+		t.Errorf("why %q", got[0].Why)
+	}
+}
+
+// readFeedChanges returns every change on the user's feed.
+func readFeedChanges(t *testing.T, pl *pipeline, user string) []processor.Change {
+	t.Helper()
+	var out []processor.Change
+	for _, b := range pl.feed(t, user) {
+		out = append(out, b.Changes...)
+	}
+	return out
+}
