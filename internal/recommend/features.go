@@ -209,6 +209,22 @@ func features(s *State, in Inputs) map[string]float64 {
 	}
 	f["step_streak_days"] = float64(streak)
 
+	// Water: today's logged water and glasses (the profile's counter, 250 mL each), and
+	// how many of the last 14 days had any — a user who never logs water is not nudged.
+	glasses := waterGlasses(in.Profile)
+	waterOn := func(i int) float64 {
+		date := addDays(s.Now.Format(time.DateOnly), -i)
+		return night(i)["water"] + GlassML*glasses[date]
+	}
+	f["water_today"] = waterOn(0)
+	waterDays := 0
+	for i := range sleepNights {
+		if waterOn(i) > 0 {
+			waterDays++
+		}
+	}
+	f["water_days_14d"] = float64(waterDays)
+
 	// Sleep debt: weighted sum over the last 14 nights of need − sleep; the latest night
 	// weighs most, linearly down to the 14th (the weights average 1).
 	var debt float64
@@ -225,9 +241,10 @@ func features(s *State, in Inputs) map[string]float64 {
 		f["sleep_debt_minutes"] = debt
 	}
 
-	// Sleep regularity: the mid-points of the last 7 nights' main sleep (minutes of the
-	// day), unwrapped around their circular mean so that mid-points either side of
-	// midnight (23:50 and 00:10) are 20 minutes apart, not 23 h 40.
+	// Sleep regularity: the mid-points of the last 7 nights' main sleep (minutes after
+	// local midnight, negative before it), unwrapped first: 20:25 written as 1225 (a
+	// sleep that ended before midnight) and 20:50 as −190 (one that ended after it) are
+	// 25 minutes apart, not 23 h 35.
 	var mids []float64
 	for i := range midpointNights {
 		if v, ok := night(i)["sleep_midpoint"]; ok {
@@ -237,7 +254,6 @@ func features(s *State, in Inputs) map[string]float64 {
 	f["sleep_midpoint_nights"] = float64(len(mids))
 	if len(mids) > 0 {
 		mean, sd := meanSD(unwrapMinutes(mids))
-		mean = math.Mod(math.Mod(mean, 1440)+1440, 1440)
 		f["sleep_midpoint_mean"] = mean
 		if len(mids) > 1 {
 			f["sleep_midpoint_sd"] = sd
@@ -255,7 +271,7 @@ func features(s *State, in Inputs) map[string]float64 {
 		d := in.Days[addDays(s.Now.Format(time.DateOnly), -i)]
 		v, ok := d["resting_heart_rate"].(float64)
 		if !ok {
-			if rhrDays == 0 && i <= 1 {
+			if i == 0 {
 				continue // today may have no value yet
 			}
 			break
@@ -309,8 +325,9 @@ func features(s *State, in Inputs) map[string]float64 {
 	return f
 }
 
-// unwrapMinutes returns the minutes of the day ms moved by whole days to lie within 12
-// hours of their circular mean.
+// unwrapMinutes returns the clock times ms (minutes after midnight) moved by whole days
+// to lie within 12 hours of their circular mean, itself taken on the day of ms[0]; times
+// that already do, the usual case, keep their values (up to rounding).
 func unwrapMinutes(ms []float64) []float64 {
 	var sin, cos float64
 	for _, m := range ms {
@@ -319,9 +336,31 @@ func unwrapMinutes(ms []float64) []float64 {
 		cos += math.Cos(a)
 	}
 	ref := math.Atan2(sin, cos) * 1440 / (2 * math.Pi)
+	ref = ms[0] + math.Remainder(ref-ms[0], 1440)
 	out := make([]float64, len(ms))
 	for i, m := range ms {
 		out[i] = ref + math.Remainder(m-ref, 1440)
+	}
+	return out
+}
+
+// GlassML is the water of one glass of the profile's water_glasses counter, in mL.
+const GlassML = 250
+
+// waterGlasses returns the profile's water_glasses counter by date.
+func waterGlasses(view map[string]any) map[string]float64 {
+	out := map[string]float64{}
+	switch w := view["water_glasses"].(type) {
+	case map[string]int64:
+		for d, n := range w {
+			out[d] = float64(n)
+		}
+	case map[string]any:
+		for d, n := range w {
+			if f, ok := toFloat(n); ok {
+				out[d] = f
+			}
+		}
 	}
 	return out
 }

@@ -263,7 +263,7 @@ func compileRule(env *cel.Env, file string, lines []string, n *ruleNode) (*Rule,
 	}
 	for _, at := range n.Triggers.At {
 		t, err := time.Parse("15:04", at)
-		if err != nil {
+		if err != nil || len(at) != 5 {
 			bad("triggers.at", 0, 0, "%q is not a local time HH:MM", at)
 			continue
 		}
@@ -428,6 +428,19 @@ var funcs = template.FuncMap{
 		f, _ := toFloat(v)
 		m := ((int(math.Round(f)) % 1440) + 1440) % 1440
 		return fmt.Sprintf("%02d:%02d", m/60, m%60)
+	},
+	// whole prints a number rounded to a whole one, with thousands separated: 5,714.
+	"whole": func(v any) string {
+		f, _ := toFloat(v)
+		n := int64(math.Round(math.Abs(f)))
+		s := fmt.Sprint(n)
+		for i := len(s) - 3; i > 0; i -= 3 {
+			s = s[:i] + "," + s[i:]
+		}
+		if f < 0 && n != 0 {
+			s = "-" + s
+		}
+		return s
 	},
 	// pct prints a fraction as a whole percentage.
 	"pct": func(v any) string {
