@@ -81,7 +81,7 @@ type Snapshot struct {
 	Taken           time.Time         `json:"taken"`
 	Daily           []map[string]any  `json:"daily"`
 	Series          []SnapshotBucket  `json:"series"`
-	Recommendations []json.RawMessage `json:"recommendations"`
+	Recommendations []Recommendation  `json:"recommendations"`
 	Profile         SnapshotProfile   `json:"profile"`
 	Consents        pulsebase.Consent `json:"consents"`
 }

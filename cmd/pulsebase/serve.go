@@ -368,6 +368,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return nil
 		},
 		Revocations: revocations,
+		Rules:       rules,
 		Log:         log,
 		Version:     version,
 	})

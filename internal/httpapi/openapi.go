@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 )
 
 type obj = map[string]any
@@ -277,6 +279,70 @@ func schemas() obj {
 					"subject": str, "role": str, "device": str, "token_id": str,
 				}}}}},
 			}}},
+		},
+		"Recommendation": obj{
+			"type":     "object",
+			"required": []string{"id", "kind", "title", "body", "why", "created", "expires", "state"},
+			"properties": obj{
+				"id": obj{"type": "string", "description": "time-sortable id"}, "kind": str, "title": str, "body": str,
+				"why":      obj{"type": "string", "description": "the evidence in words: what in the user's own data made the rule fire"},
+				"evidence": obj{"type": "object", "description": "the named values the rule quoted"},
+				"created":  dateTime, "expires": dateTime,
+				"state": obj{"type": "string", "enum": []string{recommend.StateActive, recommend.StateAccepted, recommend.StateCompleted,
+					recommend.StateDismissed, recommend.StateSnoozed, recommend.StateIgnored, recommend.StateExpired},
+					"description": "the latest action's (a later accepted does not undo completed); without any, active until it expires, then expired"},
+				"priority": integer,
+				"decision": obj{"type": "string", "description": "the id of the decision that delivered it (GET …/recommendations/{id}/decision)"},
+				"library":  obj{"type": "string", "description": "the rule library's version"},
+				"feedback": obj{"type": "array", "description": "the user's actions on it, oldest first", "items": ref("FeedbackView")},
+			},
+		},
+		"FeedbackView": obj{
+			"type":     "object",
+			"required": []string{"action", "at"},
+			"properties": obj{
+				"action": obj{"type": "string", "enum": append(slices.Clone(feedbackActions), pulsebase.ActionIgnored)},
+				"rating": obj{"type": "integer", "minimum": 1, "maximum": 5},
+				"at":     dateTime,
+			},
+		},
+		"Recommendations": obj{
+			"type":       "object",
+			"required":   []string{"recommendations"},
+			"properties": obj{"recommendations": obj{"type": "array", "items": ref("Recommendation")}},
+		},
+		"FeedbackInput": obj{
+			"type":                 "object",
+			"required":             []string{"action"},
+			"additionalProperties": false,
+			"properties": obj{
+				"action": obj{"type": "string", "enum": feedbackActions},
+				"rating": obj{"type": "integer", "minimum": 1, "maximum": 5},
+			},
+		},
+		"Decision": obj{
+			"type":     "object",
+			"required": []string{"id", "library", "at", "trigger", "features", "candidates", "delivered"},
+			"properties": obj{
+				"id": str, "library": str,
+				"recommendation": obj{"type": "string", "description": "the recommendation it delivered, if any"},
+				"at":             dateTime,
+				"trigger":        obj{"type": "string", "description": "what ran the rules: changed metrics, or a scheduled local time"},
+				"features":       obj{"type": "object", "description": "the context known at the decision (hour, weekday, daypart, delivered_today, daily_cap, quiet_hours, …)"},
+				"candidates": obj{"type": "array", "items": obj{"type": "object", "properties": obj{
+					"kind": str, "priority": integer,
+					"alpha": obj{"type": "number", "description": "Beta posterior of the kind for this user"}, "beta": num,
+					"sample": obj{"type": "number", "description": "the Thompson draw (only candidates that passed the constraints)"},
+					"score":  obj{"type": "number", "description": "the draw weighed by priority"},
+					"reason": obj{"type": "string", "enum": recommend.Reasons},
+				}}},
+				"delivered": obj{"type": "integer", "description": "index of the delivered candidate, -1 for none"},
+			},
+		},
+		"Decisions": obj{
+			"type":       "object",
+			"required":   []string{"decisions"},
+			"properties": obj{"decisions": obj{"type": "array", "items": ref("Decision")}},
 		},
 		"JWKS": obj{
 			"type":       "object",

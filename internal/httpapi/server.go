@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +26,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/ingest"
 
 	"github.com/pulsebase/pulsebase/internal/profile"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 	"github.com/pulsebase/pulsebase/internal/syncgw"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
 	"github.com/pulsebase/pulsebase/internal/vault"
@@ -46,9 +48,14 @@ type Deps struct {
 	// revocation checks, and the revocation route answers 503.
 	Revocations *auth.Revocations
 	Vault       *vault.Vault
-	// Store serves derived data (series) to the read routes.
-	Store   pulsebase.DerivedStore
+	// Store serves derived data (series, daily, recommendations and their decisions) to
+	// the read routes, and keeps recommendation feedback.
+	Store   Store
 	Metrics *telemetry.Metrics
+	// Rules is the recommendation rule library in use: feedback teaches the pooled prior
+	// only under the consent its kind's rule asks for. Without it the feedback route
+	// answers 503; the read routes of recommendations do not need it.
+	Rules *recommend.Rules
 	// Profiles serves the profile routes; without it they answer 503.
 	Profiles *profile.Service
 	// JetStream and Partitions serve the operations routes (reprocessing); without
@@ -64,11 +71,18 @@ type Deps struct {
 	Version string
 }
 
+// Store is what the HTTP layer reads and writes in the database besides the services'
+// own: derived records and recommendation feedback. pulsebase.Store is one.
+type Store = recommend.Store
+
 // Server serves the HTTP API.
 type Server struct {
 	deps    Deps
 	mux     *http.ServeMux
 	openapi []byte
+	// feedbackLocks serialize feedback on one recommendation in this process (see
+	// handleFeedback).
+	feedbackLocks [64]sync.Mutex
 }
 
 // New returns a server whose router and OpenAPI document are built from routes().

@@ -29,6 +29,7 @@ import (
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/profile"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 	"github.com/pulsebase/pulsebase/internal/sqlite"
 	"github.com/pulsebase/pulsebase/internal/syncgw"
 	"github.com/pulsebase/pulsebase/internal/telemetry"
@@ -117,6 +118,11 @@ type Options struct {
 	// Flush is the processor's commit interval: 50 ms when zero, a tenth of the
 	// production default, so that tests wait less.
 	Flush time.Duration
+	// Rules is the recommendation rule library; nil means the built-in one.
+	Rules *recommend.Rules
+	// DailyEvery is how often at most the processor recomputes a user's days: the
+	// production default when zero.
+	DailyEvery time.Duration
 }
 
 // MustOpenServerOpts starts a server configured by o.
@@ -173,13 +179,19 @@ func MustOpenServerOpts(t TB, o Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.Rules == nil {
+		if o.Rules, err = recommend.NewRules("", log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	profiles := profile.New(store, v, brk.JetStream(), log)
 	procDone := make(chan error, 1)
 	go func() {
-		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: o.Flush, Log: log, Metrics: m}))
+		procDone <- coord.Run(runCtx, processor.NewRunner(brk.JetStream(), store, v, cons, processor.RunnerConfig{Flush: o.Flush, Log: log, Metrics: m,
+			DailyEvery: o.DailyEvery, Rules: o.Rules, Profiles: profiles}))
 	}()
 	users := httpapi.NewUsers(store, v)
 	ing := ingest.NewService(v, cons, brk, m, log, nil)
-	profiles := profile.New(store, v, brk.JetStream(), log)
 	gw := syncgw.New(cfg, syncgw.Deps{
 		JetStream: brk.JetStream(), Vault: v, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
 		Revocations: revs, Verify: iss.Verify, Resolve: users.Resolve, Metrics: m, Log: log,
@@ -189,7 +201,7 @@ func MustOpenServerOpts(t TB, o Options) *Server {
 	api := httpapi.New(httpapi.Deps{
 		Issuer: iss, Users: users, Ingest: ing, Consent: cons, Vault: v, Store: store, Metrics: m,
 		JetStream: brk.JetStream(), Partitions: brk.Partitions(), Profiles: profiles, Sync: gw, Revocations: revs,
-		Ready: brk.Ready, Log: log, Version: "test",
+		Rules: o.Rules, Ready: brk.Ready, Log: log, Version: "test",
 	})
 	hs := httptest.NewServer(api.Handler())
 	WaitFor(t, 10*time.Second, "the sync gateway", gw.Ready)

@@ -11,36 +11,10 @@ import (
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/recommend"
 )
-
-// middayZone returns a fixed zone in which it is now about noon, so that tests of delivery
-// do not depend on the hour they run at (quiet hours default to 22:00–07:00).
-func middayZone(now time.Time) *time.Location {
-	off := (12 - now.UTC().Hour()) * 3600
-	return time.FixedZone("", off)
-}
-
-// recoverySamples returns 28 days of device resting heart rate and nightly HRV ending
-// yesterday in loc: three weeks around 55 /min and 52 ms, then a week at 61 /min and 38 ms.
-func recoverySamples(now time.Time, loc *time.Location) []pulsebase.SampleInput {
-	var out []pulsebase.SampleInput
-	local := now.In(loc)
-	today := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, loc)
-	for i := 28; i >= 1; i-- {
-		day := today.AddDate(0, 0, -i)
-		rhr, hrv := 55.0+float64(i%3)-1, 52.0+float64(i%5)-2
-		if i <= 7 {
-			rhr, hrv = 61, 38
-		}
-		at := day.Add(7 * time.Hour).Format(time.RFC3339)
-		out = append(out,
-			pulsebase.SampleInput{Type: "resting_heart_rate", Value: json.RawMessage(fmt.Sprint(rhr)), Start: at, Source: "watch"},
-			pulsebase.SampleInput{Type: "hrv_rmssd", Value: json.RawMessage(fmt.Sprint(hrv)), Start: at, Source: "watch"})
-	}
-	return out
-}
 
 func (pl *pipeline) recommendations(t *testing.T, user string) []*recommend.Recommendation {
 	t.Helper()
@@ -112,8 +86,8 @@ func TestRecoveryDayInStream(t *testing.T) {
 	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
 	defer stop()
 	now := time.Now()
-	loc := middayZone(now)
-	in := recoverySamples(now, loc)
+	loc := pbtest.MiddayZone(now)
+	in := pbtest.RecoverySamples(now, loc)
 	if res, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, in); err != nil || len(res.Rejected) > 0 {
 		t.Fatalf("ingest: %+v %v", res, err)
 	}
@@ -193,7 +167,7 @@ func TestNoConsentNoRecommendation(t *testing.T) {
 	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
 	defer stop()
 	now := time.Now()
-	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, recoverySamples(now, middayZone(now))); err != nil {
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, pbtest.RecoverySamples(now, pbtest.MiddayZone(now))); err != nil {
 		t.Fatal(err)
 	}
 	pl.waitDaily(t, user)

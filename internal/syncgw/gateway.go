@@ -117,8 +117,9 @@ type Consents interface {
 type Deps struct {
 	JetStream jetstream.JetStream
 	Vault     *vault.Vault
-	// Store serves the derived data of snapshots.
-	Store    pulsebase.DerivedStore
+	// Store serves the derived data of snapshots, and the feedback that gives their
+	// recommendations a state.
+	Store    Store
 	Ingest   *ingest.Service
 	Profiles *profile.Service
 	Consent  Consents

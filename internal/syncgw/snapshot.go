@@ -8,6 +8,7 @@ import (
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/agg"
 	"github.com/pulsebase/pulsebase/internal/processor"
+	"github.com/pulsebase/pulsebase/internal/recommend"
 )
 
 // Snapshot is the state a device without a usable cursor starts from: what the changes
@@ -20,9 +21,9 @@ type Snapshot struct {
 	// Series holds today's buckets: the hour buckets of the last 24 hours and the day
 	// buckets of the local dates around now, of every type, keyed as series changes are.
 	Series []SeriesBucket `json:"series"`
-	// Recommendations are the active recommendations (issue [5] fills them; until then
-	// always empty).
-	Recommendations []any `json:"recommendations"`
+	// Recommendations are the active recommendations, newest first, as
+	// GET …/recommendations lists them: state active, or accepted and not expired.
+	Recommendations []recommend.Recommendation `json:"recommendations"`
 	// Profile is the merged profile document and its version.
 	Profile ProfileState `json:"profile"`
 	// Consents is the user's current consent.
@@ -51,7 +52,7 @@ func (g *Gateway) snapshot(ctx context.Context, user string) (*Snapshot, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Snapshot{Taken: now, Daily: []processor.DayObject{}, Series: []SeriesBucket{}, Recommendations: []any{}}
+	s := &Snapshot{Taken: now, Daily: []processor.DayObject{}, Series: []SeriesBucket{}}
 	// Day objects are keyed by local date: "today" runs to the UTC date plus one, for
 	// users east of UTC.
 	to := now.AddDate(0, 0, 1)
@@ -111,5 +112,12 @@ func (g *Gateway) snapshot(ctx context.Context, user string) (*Snapshot, error) 
 	if s.Consents, err = g.deps.Consent.Get(ctx, user); err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}
+	if s.Recommendations, err = recommend.List(ctx, g.deps.Store, keys, user, recommend.Query{Active: true, Now: now}); err != nil {
+		return nil, fmt.Errorf("recommendations: %w", err)
+	}
 	return s, nil
 }
+
+// Store is what the gateway reads snapshots from: derived records, and the feedback that
+// gives recommendations their state. pulsebase.Store is one.
+type Store = recommend.Store

@@ -1,0 +1,168 @@
+package syncgw_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/pbtest"
+	"github.com/pulsebase/pulsebase/internal/recommend"
+)
+
+// benchRules is a library with one rule that fires on every mood sample: the latency
+// benchmark's trigger. Heart rate, the background load, triggers nothing.
+const benchRules = `version: "bench"
+rules:
+  - kind: check_in
+    category: mind
+    triggers: {metrics: [mood]}
+    when: "'mood' in today"
+    evidence: {mood: today.mood}
+    priority: 50
+    title: Thanks for checking in
+    body: Noted.
+    why: "You logged a mood of {{num .mood}}."
+    expires: 1h
+    cooldown: 0s
+`
+
+// BenchmarkRecommendationLatency (issue [5]): PULSEBASE_BENCH_USERS users with a connected
+// device; heart rate samples are offered at PULSEBASE_BENCH_RATE for 10 s as background
+// load, and every 10 ms one user (each once) logs a mood, which a rule turns into a
+// recommendation. It reports the time from the mood sample's ack to the recommendation
+// arriving at the user's device (rec-p50-ms, rec-p99-ms). The processor commits every
+// 250 ms, as in production; rules run in its commit.
+func BenchmarkRecommendationLatency(b *testing.B) {
+	rate := pbtest.BenchEnv("PULSEBASE_BENCH_RATE", 5000)
+	users := pbtest.BenchEnv("PULSEBASE_BENCH_USERS", 1000)
+	file := filepath.Join(b.TempDir(), "rules.yaml")
+	if err := os.WriteFile(file, []byte(benchRules), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		b.StopTimer()
+		rules, err := recommend.NewRules(file, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := pbtest.MustOpenServerOpts(b, pbtest.Options{Flush: 250 * time.Millisecond, Rules: rules})
+		ids := make([]string, users)
+		var mu sync.Mutex
+		acked := map[string]time.Time{}   // user → ack of their mood sample
+		arrived := map[string]time.Time{} // user → arrival, when before the ack
+		hist := hdrhistogram.New(1, 60_000_000, 3)
+		record := func(d time.Duration) { hist.RecordValue(max(int64(d/time.Microsecond), 1)) }
+		ctx, cancel := context.WithCancel(context.Background())
+		var readers sync.WaitGroup
+		for u := range users {
+			ws, w := benchConn(b, syncURL(s), s.UserToken(b, fmt.Sprintf("rec-%05d", u)), "phone")
+			ids[u] = w["user"].(string)
+			user := ids[u]
+			readers.Go(func() {
+				defer ws.CloseNow()
+				for {
+					_, m, err := ws.Read(ctx)
+					if err != nil {
+						return
+					}
+					now := time.Now()
+					var f struct{ Kind string }
+					if json.Unmarshal(m, &f) != nil || f.Kind != "recommendation" {
+						continue
+					}
+					mu.Lock()
+					if at, ok := acked[user]; ok {
+						record(now.Sub(at))
+						delete(acked, user)
+					} else {
+						arrived[user] = now
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		post := func(u int, in []pulsebase.SampleInput) bool {
+			if _, err := s.Ingest.Ingest(ctx, ids[u], pulsebase.Principal{Subject: ids[u], Role: pulsebase.RoleUser}, in); err != nil {
+				b.Error(err)
+				return false
+			}
+			return true
+		}
+		b.StartTimer()
+		const duration = 10 * time.Second
+		const perTick = 50
+		tick := time.NewTicker(time.Second * perTick / time.Duration(rate))
+		moods := time.NewTicker(duration / time.Duration(users))
+		var wg sync.WaitGroup
+		next, mood := 0, 0
+		base := time.Now().Add(-time.Minute).Truncate(time.Minute)
+		zone := pbtest.MiddayZone(time.Now())
+		for deadline := time.Now().Add(duration); time.Now().Before(deadline); {
+			select {
+			case <-moods.C:
+				if mood == users {
+					continue
+				}
+				u := mood
+				mood++
+				wg.Go(func() {
+					in := []pulsebase.SampleInput{{Type: "mood", Value: json.RawMessage("4"), Start: time.Now().In(zone).Format(time.RFC3339), Source: "app"}}
+					if !post(u, in) {
+						return
+					}
+					now := time.Now()
+					mu.Lock()
+					if got, ok := arrived[ids[u]]; ok {
+						record(got.Sub(now))
+						delete(arrived, ids[u])
+					} else {
+						acked[ids[u]] = now
+					}
+					mu.Unlock()
+				})
+			case <-tick.C:
+				for range perTick {
+					u := next % users
+					at := base.Add(-time.Duration(next/users) * time.Minute)
+					next++
+					wg.Go(func() {
+						v, _ := json.Marshal(60 + u%40)
+						post(u, []pulsebase.SampleInput{{Type: "heart_rate", Value: v, Start: at.In(zone).Format(time.RFC3339), Source: "bench"}})
+					})
+				}
+			}
+		}
+		tick.Stop()
+		moods.Stop()
+		wg.Wait()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			mu.Lock()
+			n := len(acked)
+			mu.Unlock()
+			if n == 0 {
+				break
+			}
+		}
+		b.StopTimer()
+		mu.Lock()
+		missing := len(acked)
+		mu.Unlock()
+		cancel()
+		readers.Wait()
+		b.ReportMetric(float64(next)/duration.Seconds(), "offered/s")
+		b.ReportMetric(float64(hist.TotalCount()), "recommendations")
+		b.ReportMetric(float64(hist.ValueAtQuantile(50))/1000, "rec-p50-ms")
+		b.ReportMetric(float64(hist.ValueAtQuantile(90))/1000, "rec-p90-ms")
+		b.ReportMetric(float64(hist.ValueAtQuantile(99))/1000, "rec-p99-ms")
+		b.ReportMetric(float64(hist.Max())/1000, "rec-max-ms")
+		b.ReportMetric(float64(missing), "never-arrived")
+	}
+}
