@@ -458,6 +458,21 @@ func (pr *partition) decide(ctx context.Context, u *userRun, f *feed, lib *recom
 	}
 	local := state.Now
 	dec := recommend.Policy{DailyCap: pr.r.cfg.DailyCap}.Decide(local, joinTriggers(trig), cands, state.Profile, recent, stats, pool, pr.rng)
+	// Only the delivered candidate's texts are needed.
+	var chosen *recommend.Candidate
+	if dec.Delivered >= 0 {
+		chosen = &cands[slices.IndexFunc(cands, func(x recommend.Candidate) bool { return x.Kind == dec.Candidates[dec.Delivered].Kind })]
+		if err := chosen.Render(); err != nil {
+			// Load checked the texts with zeroes; one that still fails is the rule's
+			// fault: nothing is delivered, and the decision says why.
+			pr.r.cfg.Log.Warn("rule text failed", "kind", chosen.Kind, "err", err)
+			if m := pr.r.cfg.Metrics; m != nil {
+				m.RuleErrors.WithLabelValues(chosen.Kind).Inc()
+			}
+			dec.Candidates[dec.Delivered].Reason = recommend.ReasonTextFailed
+			dec.Delivered, chosen = -1, nil
+		}
+	}
 	if m := pr.r.cfg.Metrics; m != nil {
 		for _, c := range dec.Candidates {
 			m.RecDecisions.WithLabelValues(c.Kind, c.Reason).Inc()
@@ -486,13 +501,8 @@ func (pr *partition) decide(ctx context.Context, u *userRun, f *feed, lib *recom
 	dr := &recommend.DecisionRecord{ID: recommend.NewID(now), Library: lib.Version, Decision: dec}
 	dr.At = now.UTC()
 	var recs []pulsebase.DerivedRecord
-	if dec.Delivered >= 0 {
-		var c recommend.Candidate
-		for _, x := range cands {
-			if x.Kind == dec.Candidates[dec.Delivered].Kind {
-				c = x
-			}
-		}
+	if chosen != nil {
+		c := chosen
 		rec := &recommend.Recommendation{ID: recommend.NewID(now), Kind: c.Kind, Title: c.Title, Body: c.Body, Why: c.Why,
 			Evidence: c.Evidence, Created: now.UTC(), Expires: now.Add(c.Expires).UTC(), State: recommend.StateActive,
 			Priority: c.Priority, Decision: dr.ID, Library: lib.Version}

@@ -105,6 +105,10 @@ type State struct {
 	Features  map[string]float64
 	Profile   Profile
 	History   map[string]Seen
+	// objs and dates are the day objects and dates of today (0) and the HistoryDays
+	// before, for the features and for building Days when a rule reads it.
+	objs  []DayObject
+	dates []string
 }
 
 var (
@@ -140,57 +144,86 @@ func newEnv() (*cel.Env, error) {
 	)
 }
 
-// activation binds s's fields to the environment's variables.
+// activation binds s's fields to the environment's variables. Each is converted to a CEL
+// value once, when an expression first reads it, and kept for the other rules of the
+// evaluation: a map of native structs read through reflection at every field access
+// would cost that many conversions.
 type activation struct {
-	s     *State
-	local Local
+	s       *State
+	adapter types.Adapter
+	vals    [len(varNames)]ref.Val
 }
 
-func newActivation(s *State) *activation { return &activation{s: s, local: NewLocal(s.Now)} }
+// varNames are the environment's variables, in the order of activation.vals.
+var varNames = [...]string{"local", "trigger", "today", "yesterday", "days", "baseline", "hour", "recent", "features", "profile", "history"}
+
+func newActivation(s *State) *activation {
+	env, _ := sharedEnv()
+	return &activation{s: s, adapter: env.CELTypeAdapter()}
+}
 
 func (a *activation) ResolveName(name string) (any, bool) {
+	i := 0
+	for i < len(varNames) && varNames[i] != name {
+		i++
+	}
+	if i == len(varNames) {
+		return nil, false
+	}
+	if a.vals[i] == nil {
+		a.vals[i] = a.convert(name)
+	}
+	return a.vals[i], true
+}
+
+func (a *activation) convert(name string) ref.Val {
 	s := a.s
 	switch name {
 	case "local":
-		return a.local, true
+		return a.adapter.NativeToValue(NewLocal(s.Now))
 	case "trigger":
-		return s.Trigger, true
+		return types.String(s.Trigger)
 	case "today":
-		return orEmpty(s.Today), true
+		return a.doubles(s.Today)
 	case "yesterday":
-		return orEmpty(s.Yesterday), true
+		return a.doubles(s.Yesterday)
 	case "days":
-		if s.Days == nil {
-			return []map[string]float64{}, true
+		days := s.DaysList()
+		l := make([]ref.Val, len(days))
+		for i, d := range days {
+			l[i] = a.doubles(d)
 		}
-		return s.Days, true
+		return types.NewRefValList(a.adapter, l)
 	case "baseline":
-		if s.Baseline == nil {
-			return map[string]Baseline{}, true
+		m := make(map[ref.Val]ref.Val, len(s.Baseline))
+		for k, b := range s.Baseline {
+			m[types.String(k)] = a.adapter.NativeToValue(b)
 		}
-		return s.Baseline, true
+		return types.NewRefValMap(a.adapter, m)
 	case "hour":
-		return orEmpty(s.Hour), true
+		return a.doubles(s.Hour)
 	case "recent":
-		return orEmpty(s.Recent), true
+		return a.doubles(s.Recent)
 	case "features":
-		return orEmpty(s.Features), true
+		return a.doubles(s.Features)
 	case "profile":
-		return s.Profile, true
+		return a.adapter.NativeToValue(s.Profile)
 	case "history":
-		if s.History == nil {
-			return map[string]Seen{}, true
+		m := make(map[ref.Val]ref.Val, len(s.History))
+		for k, h := range s.History {
+			m[types.String(k)] = a.adapter.NativeToValue(h)
 		}
-		return s.History, true
+		return types.NewRefValMap(a.adapter, m)
 	}
-	return nil, false
+	return types.NewErr("no variable %s", name)
+}
+
+// doubles converts a map of metrics (nil: none).
+func (a *activation) doubles(src map[string]float64) ref.Val {
+	if src == nil {
+		return floatMap{}
+	}
+	return floatMap(src)
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
-
-func orEmpty(m map[string]float64) map[string]float64 {
-	if m == nil {
-		return map[string]float64{}
-	}
-	return m
-}

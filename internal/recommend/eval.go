@@ -2,6 +2,7 @@ package recommend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,6 +27,7 @@ type Candidate struct {
 	Expires  time.Duration
 	Cooldown time.Duration
 	Nudge    string
+	rule     *Rule
 }
 
 // A RuleError is a rule whose condition or evidence failed to evaluate (for example, it
@@ -78,8 +80,8 @@ func (r *Rule) Allowed(allowed func(pulsebase.Category) bool) bool {
 }
 
 // Evaluate runs the library's rules that t runs and allowed permits over s, and returns
-// the candidates of those that fired, in library order, and the errors of those that
-// failed.
+// the candidates of those that fired, in library order (their texts not rendered yet:
+// see Render), and the errors of those that failed.
 func (l *Library) Evaluate(s *State, t Trigger, allowed func(pulsebase.Category) bool) ([]Candidate, []RuleError) {
 	s.Trigger = t.String()
 	act := newActivation(s)
@@ -101,10 +103,14 @@ func (l *Library) Evaluate(s *State, t Trigger, allowed func(pulsebase.Category)
 	return out, errs
 }
 
-// Fires evaluates one rule over s, whatever its triggers and categories (for tests and
-// `pulsebase rules`).
+// Fires evaluates one rule over s, whatever its triggers and categories, and renders its
+// texts when it fires (for tests and tools).
 func (r *Rule) Fires(s *State) (Candidate, bool, error) {
-	return r.eval(newActivation(s))
+	c, fired, err := r.eval(newActivation(s))
+	if err == nil && fired {
+		err = c.Render()
+	}
+	return c, fired, err
 }
 
 func (r *Rule) eval(act *activation) (Candidate, bool, error) {
@@ -123,25 +129,30 @@ func (r *Rule) eval(act *activation) (Candidate, bool, error) {
 		}
 		ev[e.name] = evalValue(x.Value())
 	}
-	c := Candidate{Kind: r.Kind, Priority: r.Priority, Evidence: ev, Expires: r.Expires, Cooldown: r.Cooldown, Nudge: r.Nudge}
-	var err1, err2, err3 error
-	c.Title, err1 = execute(r.title, ev)
-	c.Body, err2 = execute(r.body, ev)
-	c.Why, err3 = execute(r.why, ev)
-	for _, e := range []error{err1, err2, err3} {
-		if e != nil {
-			return Candidate{}, false, e
-		}
-	}
-	return c, true, nil
+	return Candidate{Kind: r.Kind, Priority: r.Priority, Evidence: ev, Expires: r.Expires, Cooldown: r.Cooldown, Nudge: r.Nudge, rule: r}, true, nil
 }
 
-// execute fills a template; runs of white space (line breaks of a folded YAML text) become
-// one space.
+// Render fills the candidate's Title, Body and Why from its evidence. Evaluate leaves
+// them empty — only the delivered candidate needs its texts — and Fires renders.
+func (c *Candidate) Render() error {
+	if c.rule == nil || c.Why != "" {
+		return nil
+	}
+	var err1, err2, err3 error
+	c.Title, err1 = execute(c.rule.title, c.Evidence)
+	c.Body, err2 = execute(c.rule.body, c.Evidence)
+	c.Why, err3 = execute(c.rule.why, c.Evidence)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("rule %s: %w", c.Kind, err)
+	}
+	return nil
+}
+
+// execute fills a template (whose white space Load made single spaces).
 func execute(t *template.Template, ev map[string]any) (string, error) {
 	var b strings.Builder
 	err := t.Execute(&b, ev)
-	return strings.Join(strings.Fields(b.String()), " "), err
+	return b.String(), err
 }
 
 // ConsentChecker is the consent decision point.

@@ -36,22 +36,51 @@ const (
 
 // BuildState returns the rule environment's values for in.
 func BuildState(in Inputs) *State {
-	today := in.Now.Format(time.DateOnly)
 	s := &State{Now: in.Now, Hour: in.Hour, Recent: in.Recent, History: in.History}
-	s.Today = metrics(in.Days[today])
-	s.Days = make([]map[string]float64, HistoryDays)
-	for i := range s.Days {
-		s.Days[i] = metrics(in.Days[addDays(today, -(i+1))])
+	// objs[i] is the day object of i days before today (nil: none).
+	y, m, d := in.Now.Date()
+	s.objs = make([]DayObject, HistoryDays+1)
+	s.dates = make([]string, HistoryDays+1)
+	for i := range s.objs {
+		s.dates[i] = dateOnly(time.Date(y, m, d-i, 12, 0, 0, 0, time.UTC))
+		s.objs[i] = in.Days[s.dates[i]]
 	}
-	s.Yesterday = s.Days[0]
-	latest := in.Days[today]
+	s.Today = metrics(s.objs[0])
+	s.Yesterday = metrics(s.objs[1])
+	latest := s.objs[0]
 	if latest == nil || latest["baselines"] == nil {
-		latest = in.Days[addDays(today, -1)]
+		latest = s.objs[1]
 	}
 	s.Baseline = baselines(latest)
 	s.Profile = profileOf(in.Profile, in.Now)
 	s.Features = features(s, in)
 	return s
+}
+
+// dateOnly is t.Format(time.DateOnly) for years 0–9999, without the layout's parsing.
+func dateOnly(t time.Time) string {
+	y, m, d := t.Date()
+	b := [10]byte{byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10), '-',
+		byte('0' + m/10), byte('0' + m%10), '-', byte('0' + d/10), byte('0' + d%10)}
+	return string(b[:])
+}
+
+// DaysList returns s.Days, building it from the day objects the first time (most rules
+// never read it).
+func (s *State) DaysList() []map[string]float64 {
+	if s.Days == nil && s.objs != nil {
+		s.Days = make([]map[string]float64, HistoryDays)
+		for i := range s.Days {
+			s.Days[i] = metrics(s.objs[i+1])
+		}
+	}
+	return s.Days
+}
+
+// num returns metric k of day object o.
+func num(o DayObject, k string) (float64, bool) {
+	v, ok := o[k].(float64)
+	return v, ok
 }
 
 // metrics returns the numeric fields of a day object (sources, stages and baselines left
@@ -70,20 +99,29 @@ func metrics(o DayObject) map[string]float64 {
 }
 
 func baselines(o DayObject) map[string]Baseline {
-	out := map[string]Baseline{}
 	bs, _ := o["baselines"].(map[string]any)
+	out := make(map[string]Baseline, len(bs))
 	for k, v := range bs {
-		x, _ := v.(map[string]any)
-		if x == nil {
-			continue
+		if x, ok := v.(map[string]any); ok {
+			out[k] = baselineFrom(x)
 		}
-		f := func(n string) float64 { v, _ := x[n].(float64); return v }
-		z, hasZ := x["z"].(float64)
-		est, _ := x["established"].(bool)
-		out[k] = Baseline{Mean: f("mean"), SD: f("sd"), Mean7: f("mean_7d"), Days: int64(f("days")), Days7: int64(f("days_7d")),
-			Established: est, Z: z, HasZ: hasZ, Log: x["scale"] == "ln"}
 	}
 	return out
+}
+
+// baselineOf returns metric k's baseline in day object o (the zero Baseline: none).
+func baselineOf(o DayObject, k string) Baseline {
+	bs, _ := o["baselines"].(map[string]any)
+	x, _ := bs[k].(map[string]any)
+	return baselineFrom(x)
+}
+
+func baselineFrom(x map[string]any) Baseline {
+	f := func(n string) float64 { v, _ := x[n].(float64); return v }
+	z, hasZ := x["z"].(float64)
+	est, _ := x["established"].(bool)
+	return Baseline{Mean: f("mean"), SD: f("sd"), Mean7: f("mean_7d"), Days: int64(f("days")), Days7: int64(f("days_7d")),
+		Established: est, Z: z, HasZ: hasZ && x != nil, Log: x["scale"] == "ln"}
 }
 
 // Default spans, minutes of the day.
@@ -177,7 +215,7 @@ const (
 )
 
 func features(s *State, in Inputs) map[string]float64 {
-	f := map[string]float64{}
+	f := make(map[string]float64, 32)
 	stepGoal := goal(s.Profile, "steps", DefaultStepGoal)
 	need := goal(s.Profile, "sleep_minutes", DefaultSleepNeed)
 	f["step_goal"] = stepGoal
@@ -185,19 +223,15 @@ func features(s *State, in Inputs) map[string]float64 {
 	f["active_goal"] = goal(s.Profile, "active_minutes", DefaultActiveGoal)
 	f["sleep_need_minutes"] = need
 
-	// nights[i] is the night ending i days before today.
-	night := func(i int) map[string]float64 {
-		if i == 0 {
-			return s.Today
-		}
-		return s.Days[i-1]
-	}
+	// night(i) is the day object of i days before today (its sleep is the night that
+	// ended on it).
+	night := func(i int) DayObject { return s.objs[i] }
 
 	// Step streak: consecutive days at or above the goal, ending today if today is, else
 	// yesterday.
 	streak := 0
 	for i := 0; i <= HistoryDays; i++ {
-		v, ok := night(i)["steps"]
+		v, ok := num(night(i), "steps")
 		if ok && v >= stepGoal {
 			streak++
 			continue
@@ -213,8 +247,8 @@ func features(s *State, in Inputs) map[string]float64 {
 	// how many of the last 14 days had any — a user who never logs water is not nudged.
 	glasses := waterGlasses(in.Profile)
 	waterOn := func(i int) float64 {
-		date := addDays(s.Now.Format(time.DateOnly), -i)
-		return night(i)["water"] + GlassML*glasses[date]
+		v, _ := num(night(i), "water")
+		return v + GlassML*glasses[s.dates[i]]
 	}
 	f["water_today"] = waterOn(0)
 	waterDays := 0
@@ -230,7 +264,7 @@ func features(s *State, in Inputs) map[string]float64 {
 	var debt float64
 	nights := 0
 	for i := range sleepNights {
-		if v, ok := night(i)["sleep_minutes"]; ok {
+		if v, ok := num(night(i), "sleep_minutes"); ok {
 			w := 2 * float64(sleepNights-i) / float64(sleepNights+1)
 			debt += w * (need - v)
 			nights++
@@ -247,7 +281,7 @@ func features(s *State, in Inputs) map[string]float64 {
 	// 25 minutes apart, not 23 h 35.
 	var mids []float64
 	for i := range midpointNights {
-		if v, ok := night(i)["sleep_midpoint"]; ok {
+		if v, ok := num(night(i), "sleep_midpoint"); ok {
 			mids = append(mids, v)
 		}
 	}
@@ -268,8 +302,8 @@ func features(s *State, in Inputs) map[string]float64 {
 	// least 3 SD above that day's baseline.
 	rhrDays := 0
 	for i := 0; i <= HistoryDays; i++ {
-		d := in.Days[addDays(s.Now.Format(time.DateOnly), -i)]
-		v, ok := d["resting_heart_rate"].(float64)
+		d := s.objs[i]
+		v, ok := num(d, "resting_heart_rate")
 		if !ok {
 			if i == 0 {
 				continue // today may have no value yet
@@ -280,7 +314,7 @@ func features(s *State, in Inputs) map[string]float64 {
 			f["rhr_latest"] = v
 			f["resting_heart_rate"] = v
 		}
-		b := baselines(d)["resting_heart_rate"]
+		b := baselineOf(d, "resting_heart_rate")
 		if !b.Established || !b.HasZ || b.Z < 3 {
 			break
 		}
@@ -297,7 +331,7 @@ func features(s *State, in Inputs) map[string]float64 {
 	var acute, chronic float64
 	loadDays := 0
 	for i := HistoryDays - 1; i >= 0; i-- {
-		v, ok := s.Days[i]["active_minutes"]
+		v, ok := num(s.objs[i+1], "active_minutes")
 		if !ok {
 			continue
 		}
@@ -379,14 +413,6 @@ func meanSD(xs []float64) (float64, float64) {
 		ss += (x - mean) * (x - mean)
 	}
 	return mean, math.Sqrt(ss / float64(len(xs)-1))
-}
-
-func addDays(date string, n int) string {
-	t, err := time.Parse(time.DateOnly, date)
-	if err != nil {
-		return date
-	}
-	return t.AddDate(0, 0, n).Format(time.DateOnly)
 }
 
 // Pacing is a user's usual share of a day's steps by each local hour: Share[h] is the

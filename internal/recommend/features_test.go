@@ -509,3 +509,12 @@ func TestLiveDrivesMoveBreak(t *testing.T) {
 		})
 	}
 }
+
+func TestDateOnly(t *testing.T) {
+	for _, tm := range []time.Time{time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC), time.Date(999, 1, 2, 0, 0, 0, 0, time.UTC),
+		time.Date(2028, 2, 29, 12, 0, 0, 0, time.FixedZone("", -11*3600))} {
+		if got, want := dateOnly(tm), tm.Format(time.DateOnly); got != want {
+			t.Errorf("dateOnly(%v) = %q, want %q", tm, got, want)
+		}
+	}
+}

@@ -476,7 +476,9 @@ func compileTemplate(file, rule, field string, node *yaml.Node, names map[string
 		*ps = append(*ps, Problem{File: file, Rule: rule, Field: field, Line: node.Line, Column: node.Column, Msg: "missing text"})
 		return nil
 	}
-	t, err := template.New(field).Funcs(funcs).Option("missingkey=error").Parse(node.Value)
+	// Runs of white space (the line breaks of a literal YAML text) become one space.
+	src := strings.Join(strings.Fields(node.Value), " ")
+	t, err := template.New(field).Funcs(funcs).Option("missingkey=error").Parse(src)
 	if err != nil {
 		*ps = append(*ps, Problem{File: file, Rule: rule, Field: field, Line: node.Line, Column: node.Column, Msg: err.Error()})
 		return nil

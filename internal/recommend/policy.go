@@ -25,10 +25,12 @@ const (
 	ReasonQuietHours    = "quiet_hours"
 	ReasonDailyCap      = "daily_cap"
 	ReasonOutranked     = "outranked"
+	// ReasonTextFailed is a delivery given up because the rule's texts did not render.
+	ReasonTextFailed = "text_failed"
 )
 
 // Reasons lists every reason, for metrics.
-var Reasons = []string{ReasonDelivered, ReasonNudgeDisabled, ReasonActive, ReasonCooldown, ReasonQuietHours, ReasonDailyCap, ReasonOutranked}
+var Reasons = []string{ReasonDelivered, ReasonNudgeDisabled, ReasonActive, ReasonCooldown, ReasonQuietHours, ReasonDailyCap, ReasonOutranked, ReasonTextFailed}
 
 // DefaultDailyCap is how many recommendations a user gets a day at most by default (the
 // JITAI literature's dose: about 1.5–3 a day).
