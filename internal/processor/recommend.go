@@ -69,6 +69,9 @@ type recState struct {
 	Recent []delivered `json:"recent,omitempty"`
 	// Noted is, by kind, the latest suppression recorded.
 	Noted map[string]noted `json:"noted,omitempty"`
+	// Delivered reports that the user was ever delivered a recommendation: without, they
+	// have no feedback to read.
+	Delivered bool `json:"delivered,omitempty"`
 }
 
 type delivered struct {
@@ -107,6 +110,9 @@ type recUser struct {
 	profile   map[string]any
 	profileAt time.Time
 	schedRun  bool // a scheduled run is due at this commit
+	// stats is the bandit's evidence from the user's feedback, read at statsAt.
+	stats   recommend.Stats
+	statsAt time.Time
 }
 
 // noteSample records what a sample changes for the rules: its type, and the user's zone.
@@ -410,9 +416,20 @@ func (pr *partition) recInputs(ctx context.Context, u *userRun, local time.Time)
 		History: history, Pacing: &u.rec.Pacing}, nil
 }
 
-// feedbackState reads u's feedback of the last HistoryDays days: the bandit's evidence,
-// and the state of the recent deliveries.
+// feedbackTTL is how long a user's feedback, once read, is reused: a rule that stays true
+// fires at every commit, and each of its (suppressed) decisions would read it again.
+// Feedback given meanwhile reaches the policy that much later.
+const feedbackTTL = time.Minute
+
+// feedbackState reads u's feedback of the last HistoryDays·6 days (at most every
+// feedbackTTL): the bandit's evidence, and the state of the recent deliveries.
 func (pr *partition) feedbackState(ctx context.Context, u *userRun, now time.Time) (recommend.Stats, error) {
+	if u.ru.stats != nil && time.Since(u.ru.statsAt) < feedbackTTL {
+		return u.ru.stats, nil
+	}
+	if !u.rec.Delivered {
+		return recommend.Stats{}, nil
+	}
 	rows, err := pr.r.store.Feedback(ctx, u.id, now.AddDate(0, 0, -recommend.HistoryDays*6))
 	if err != nil {
 		return nil, err
@@ -438,6 +455,7 @@ func (pr *partition) feedbackState(ctx context.Context, u *userRun, now time.Tim
 			d.Action = fbs[len(fbs)-1].Action
 		}
 	}
+	u.ru.stats, u.ru.statsAt = stats, time.Now()
 	return stats, nil
 }
 
@@ -518,6 +536,7 @@ func (pr *partition) decide(ctx context.Context, u *userRun, f *feed, lib *recom
 		}
 		f.cb.Changes = append(f.cb.Changes, Change{Kind: "recommendation", Key: rec.ID, Data: data})
 		u.rec.Recent = append(u.rec.Recent, delivered{ID: rec.ID, Kind: rec.Kind, At: now.Unix(), Expires: rec.Expires.Unix()})
+		u.rec.Delivered = true
 	}
 	ct, err := recommend.SealDecision(u.keys, dr)
 	if err != nil {
@@ -593,6 +612,7 @@ func (pr *partition) ignore(ctx context.Context, u *userRun, f *feed, d *deliver
 		return err
 	}
 	d.Closed, d.Action = true, pulsebase.ActionIgnored
+	u.ru.stats = nil // the bandit learns of it at the next decision
 	if added {
 		if m := pr.r.cfg.Metrics; m != nil {
 			m.RecFeedback.WithLabelValues(d.Kind, pulsebase.ActionIgnored).Inc()

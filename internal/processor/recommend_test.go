@@ -258,3 +258,76 @@ func readFeedChanges(t *testing.T, pl *pipeline, user string) []processor.Change
 	}
 	return out
 }
+
+// TestIgnoredAtExpiry: a recommendation that expires without feedback is recorded as
+// ignored — once, with its change on the feed — and teaches the pooled prior a failure
+// when the user allowed model training.
+func TestIgnoredAtExpiry(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "uignored"
+	c := pulsebase.Consent{Collect: map[pulsebase.Category]bool{pulsebase.CategoryActivity: true},
+		Purposes: map[pulsebase.Purpose]bool{pulsebase.PurposePersonalization: true, pulsebase.PurposeModelTraining: true}}
+	if _, err := pl.consent.Set(ctx, user, c, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(file, []byte(`version: "test"
+rules:
+  - kind: nudge
+    category: activity
+    triggers: {metrics: [steps]}
+    when: "true"
+    priority: 50
+    title: A nudge
+    body: Hello.
+    why: Because.
+    expires: 2s
+    cooldown: 1h
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := recommend.NewRules(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
+	defer stop()
+	now := time.Now()
+	loc := pbtest.MiddayZone(now)
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
+		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).In(loc).Format(time.RFC3339), End: now.In(loc).Format(time.RFC3339), Source: "phone"}}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*recommend.Recommendation
+	pbtest.WaitFor(t, 30*time.Second, "the recommendation", func() bool { recs = pl.recommendations(t, user); return len(recs) == 1 })
+	var fbs []pulsebase.StoredFeedback
+	pbtest.WaitFor(t, 30*time.Second, "ignored inferred at expiry", func() bool {
+		fbs, err = pl.store.FeedbackOn(ctx, user, recs[0].ID)
+		return err == nil && len(fbs) > 0
+	})
+	if len(fbs) != 1 || fbs[0].Action != pulsebase.ActionIgnored || fbs[0].At.Before(recs[0].Expires.Add(-time.Second)) {
+		t.Fatalf("feedback %+v", fbs)
+	}
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := recommend.OpenFeedback(keys, fbs[0]); err != nil || p.Kind != "nudge" || p.Reward == nil || *p.Reward != 0 {
+		t.Errorf("payload %+v, %v", p, err)
+	}
+	pool, err := pl.store.Pool(ctx)
+	if err != nil || pool["nudge"].N != 1 || pool["nudge"].Failure != 1 || pool["nudge"].Success != 0 {
+		t.Errorf("pool %+v, %v", pool, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	n := 0
+	for _, c := range readFeedChanges(t, pl, user) {
+		if c.Kind == "recommendation" && c.Key == recs[0].ID && c.Data["state"] == recommend.StateIgnored {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d ignored changes on the feed, want 1", n)
+	}
+}
