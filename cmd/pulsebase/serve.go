@@ -331,10 +331,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if rules == nil {
 		return fmt.Errorf("rule library: %w", rerr)
 	}
-	metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[rerr == nil]).Inc()
-	rules.OnReload = func(_ *recommend.Library, err error) {
+	ruleLoaded := func(err error) {
 		metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
+		lib := rules.Library()
+		metrics.RuleLibrary.Reset()
+		metrics.RuleLibrary.WithLabelValues(lib.Name, lib.Version).Set(1)
 	}
+	ruleLoaded(rerr)
+	rules.OnReload = func(_ *recommend.Library, err error) { ruleLoaded(err) }
 	users := httpapi.NewUsers(store, vlt)
 	ing := ingest.NewService(vlt, cons, brk, metrics, log, nil)
 	profiles := profile.New(store, vlt, brk.JetStream(), log)

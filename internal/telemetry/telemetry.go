@@ -94,6 +94,8 @@ type Metrics struct {
 	RuleEvaluation prometheus.Histogram
 	// RuleReloads counts rule library loads by outcome (ok, error).
 	RuleReloads *prometheus.CounterVec
+	// RuleLibrary is 1 for the rule library in use, by its file and version.
+	RuleLibrary *prometheus.GaugeVec
 }
 
 // NewMetrics registers the server's metrics, with Go runtime and process collectors, on a
@@ -201,7 +203,11 @@ func NewMetrics() *Metrics {
 		Name: "pulsebase_recommend_rule_reloads_total",
 		Help: "Rule library loads by outcome (ok, error: the last good library stays in use).",
 	}, []string{"outcome"})
-	r.MustRegister(m.RecCandidates, m.RecDecisions, m.RecFeedback, m.RecAcceptance, m.RuleErrors, m.RuleEvaluation, m.RuleReloads)
+	m.RuleLibrary = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulsebase_recommend_rule_library",
+		Help: "1 for the rule library in use, by file (starter.yaml: the built-in one) and version.",
+	}, []string{"file", "version"})
+	r.MustRegister(m.RecCandidates, m.RecDecisions, m.RecFeedback, m.RecAcceptance, m.RuleErrors, m.RuleEvaluation, m.RuleReloads, m.RuleLibrary)
 	r.MustRegister(m.Samples, m.HTTPDuration, m.PublishDuration, m.AuthFailures,
 		m.Processed, m.Lag, m.CheckpointTime, m.DeadLetters, m.OwnedPartitions, m.ChangeLatency,
 		m.SyncConnections, m.SyncChangesSent, m.SyncCloses, m.SyncOverflows, m.SyncSnapshots, m.SyncDeliveryLatency)
