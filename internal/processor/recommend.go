@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,8 +296,10 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 				cands = append(cands, c)
 			}
 		}
-		if len(cs) > 0 {
+		if len(cs) > 0 && t.Scheduled {
 			trig = append(trig, t.String())
+		} else if len(cs) > 0 {
+			trig = append(trig, "metrics: "+strings.Join(t.Metrics, ", "))
 		}
 	}
 	if m := pr.r.cfg.Metrics; m != nil {
@@ -475,7 +478,7 @@ func (pr *partition) decide(ctx context.Context, u *userRun, f *feed, lib *recom
 		recent[i] = recommend.Delivered{ID: d.ID, Kind: d.Kind, At: time.Unix(d.At, 0), Expires: time.Unix(d.Expires, 0), Closed: d.Closed}
 	}
 	local := state.Now
-	dec := recommend.Policy{DailyCap: pr.r.cfg.DailyCap}.Decide(local, joinTriggers(trig), cands, state.Profile, recent, stats, pool, pr.rng)
+	dec := recommend.Policy{DailyCap: pr.r.cfg.DailyCap}.Decide(local, strings.Join(trig, "; "), cands, state.Profile, recent, stats, pool, pr.rng)
 	// Only the delivered candidate's texts are needed.
 	var chosen *recommend.Candidate
 	if dec.Delivered >= 0 {
@@ -543,17 +546,6 @@ func (pr *partition) decide(ctx context.Context, u *userRun, f *feed, lib *recom
 		return nil, err
 	}
 	return append(recs, pulsebase.DerivedRecord{User: u.id, Kind: recommend.KindDecision, Key: dr.ID, Ciphertext: ct, Updated: now}), nil
-}
-
-func joinTriggers(ts []string) string {
-	out := ""
-	for i, t := range ts {
-		if i > 0 {
-			out += ", "
-		}
-		out += t
-	}
-	return out
 }
 
 func toMap(v any) (map[string]any, error) {
