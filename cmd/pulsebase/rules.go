@@ -65,7 +65,7 @@ func runRules(args []string, getenv func(string) string, stdout, stderr io.Write
 				if errors.As(err, &ps) {
 					fmt.Fprintln(stdout, ps.Error())
 				} else {
-					fmt.Fprintf(stdout, "%s: %v\n", f, err)
+					fmt.Fprintln(stdout, err) // the OS's error names the file
 				}
 				continue
 			}
@@ -76,6 +76,9 @@ func runRules(args []string, getenv func(string) string, stdout, stderr io.Write
 		}
 		return nil
 	case "print":
+		if len(pos) > 2 {
+			return usageErr(fs, "rules print takes at most one FILE")
+		}
 		lib, err := recommend.Load(recommend.StarterName, recommend.Starter)
 		if f := arg(1); f != "" {
 			lib, err = loadRulesFile(f)

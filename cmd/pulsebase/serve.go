@@ -331,11 +331,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if rules == nil {
 		return fmt.Errorf("rule library: %w", rerr)
 	}
+	var inUse [2]string // the rule_library labels set
 	ruleLoaded := func(err error) {
-		metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
 		lib := rules.Library()
-		metrics.RuleLibrary.Reset()
 		metrics.RuleLibrary.WithLabelValues(lib.Name, lib.Version).Set(1)
+		if now := [2]string{lib.Name, lib.Version}; now != inUse {
+			if inUse[0] != "" {
+				metrics.RuleLibrary.DeleteLabelValues(inUse[0], inUse[1])
+			}
+			inUse = now
+		}
+		metrics.RuleReloads.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
 	}
 	ruleLoaded(rerr)
 	rules.OnReload = func(_ *recommend.Library, err error) { ruleLoaded(err) }

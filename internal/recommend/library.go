@@ -91,8 +91,11 @@ type Problem struct {
 func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.File)
-	if p.Line > 0 {
+	switch {
+	case p.Line > 0 && p.Column > 0:
 		fmt.Fprintf(&b, ":%d:%d", p.Line, p.Column)
+	case p.Line > 0:
+		fmt.Fprintf(&b, ":%d", p.Line)
 	}
 	if p.Rule != "" {
 		fmt.Fprintf(&b, ": rule %q", p.Rule)
@@ -166,7 +169,7 @@ func Load(name string, data []byte) (*Library, error) {
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Problems{{File: name, Msg: err.Error()}}
+		return nil, Problems{{File: name, Line: yamlLine(err), Msg: err.Error()}}
 	}
 	var doc fileDoc
 	if err := root.Decode(&doc); err != nil {
@@ -205,6 +208,15 @@ func Load(name string, data []byte) (*Library, error) {
 		return nil, ps
 	}
 	return lib, nil
+}
+
+// yamlLine returns the line a YAML syntax error names ("yaml: line 4: …"), 0 when none.
+func yamlLine(err error) int {
+	var n int
+	if _, e := fmt.Sscanf(err.Error(), "yaml: line %d:", &n); e != nil {
+		return 0
+	}
+	return n
 }
 
 func ruleLines(root *yaml.Node) []int {
