@@ -586,6 +586,12 @@ func (pr *partition) ignore(ctx context.Context, u *userRun, f *feed, d *deliver
 	if len(fbs) > 0 {
 		d.Closed = recommend.Closed(fbs)
 		d.Action = fbs[len(fbs)-1].Action
+		if len(fbs) == 1 && d.Action == pulsebase.ActionIgnored {
+			// Stored by an earlier attempt whose commit did not happen: its change did
+			// not go out either. (A repeated change is harmless: it sets the same state.)
+			f.cb.Changes = append(f.cb.Changes, Change{Kind: "recommendation", Key: d.ID,
+				Data: map[string]any{"id": d.ID, "state": recommend.StateIgnored}})
+		}
 		return nil
 	}
 	zero := 0.0
