@@ -111,6 +111,9 @@ type recUser struct {
 	profile   map[string]any
 	profileAt time.Time
 	schedRun  bool // a scheduled run is due at this commit
+	// dayPart is the part of the rules' state built from days and profile, until either
+	// changes.
+	dayPart *recommend.DayPart
 	// stats is the bandit's evidence from the user's feedback, read at statsAt.
 	stats   recommend.Stats
 	statsAt time.Time
@@ -171,6 +174,7 @@ func (u *userRun) location() *time.Location {
 // patchDays brings the cached day objects up to date after a recomputation: days holds
 // every day the recomputation read or made, from the first marked date on.
 func (u *userRun) patchDays(days map[string]DayObject, marked []string) {
+	u.ru.dayPart = nil
 	if u.ru.days == nil {
 		return
 	}
@@ -231,7 +235,7 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 		if err != nil {
 			return nil, err
 		}
-		u.ru.profile, u.ru.profileAt = doc.View(), time.Now()
+		u.ru.profile, u.ru.profileAt, u.ru.dayPart = doc.View(), time.Now(), nil
 	}
 	loc := u.location()
 	if loc == nil {
@@ -280,7 +284,10 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 	if err != nil {
 		return nil, err
 	}
-	state := recommend.BuildState(in)
+	if u.ru.dayPart == nil || u.ru.dayPart.Date() != local.Format(time.DateOnly) {
+		u.ru.dayPart = recommend.NewDayPart(in)
+	}
+	state := u.ru.dayPart.State(in)
 	var cands []recommend.Candidate
 	var trig []string
 	for _, t := range triggers {
@@ -390,7 +397,7 @@ func (pr *partition) recInputs(ctx context.Context, u *userRun, local time.Time)
 		if err != nil {
 			return recommend.Inputs{}, err
 		}
-		u.ru.days, u.ru.daysDate = days, today
+		u.ru.days, u.ru.daysDate, u.ru.dayPart = days, today, nil
 	}
 	minutes := func(typ string, from, to time.Time) []agg.Point { return u.state.Points(typ, agg.Minute, from, to) }
 	hour, recent := recommend.Live(local, minutes)

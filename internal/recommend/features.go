@@ -1,6 +1,7 @@
 package recommend
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -35,8 +36,19 @@ const (
 )
 
 // BuildState returns the rule environment's values for in.
-func BuildState(in Inputs) *State {
-	s := &State{Now: in.Now, Hour: in.Hour, Recent: in.Recent, History: in.History}
+func BuildState(in Inputs) *State { return NewDayPart(in).State(in) }
+
+// A DayPart is the part of a user's rule state that changes only when their day objects,
+// their profile or the local date change — the metrics, baselines and features — built
+// once and reused by the evaluations in between (most commits bring live data only).
+type DayPart struct {
+	s State
+}
+
+// NewDayPart builds the day part of in (its Hour, Recent, History and Pacing are not
+// read).
+func NewDayPart(in Inputs) *DayPart {
+	s := State{Now: in.Now}
 	// objs[i] is the day object of i days before today (nil: none).
 	y, m, d := in.Now.Date()
 	s.objs = make([]DayObject, HistoryDays+1)
@@ -53,8 +65,25 @@ func BuildState(in Inputs) *State {
 	}
 	s.Baseline = baselines(latest)
 	s.Profile = profileOf(in.Profile, in.Now)
-	s.Features = features(s, in)
-	return s
+	s.Features = features(&s, in)
+	return &DayPart{s: s}
+}
+
+// Date is the local date dp was built for: it serves evaluations on that date only.
+func (dp *DayPart) Date() string { return dp.s.dates[0] }
+
+// State returns the state at in.Now, a time on dp's date: dp with the clock, the live
+// minute features, the history and the pacing of in.
+func (dp *DayPart) State(in Inputs) *State {
+	s := dp.s
+	s.Now, s.Hour, s.Recent, s.History, s.Days = in.Now, in.Hour, in.Recent, in.History, nil
+	s.Profile = s.Profile.at(in.Now)
+	if p := in.Pacing; p != nil && p.Days > 0 {
+		s.Features = maps.Clone(s.Features)
+		s.Features["step_share_days"] = float64(p.Days)
+		s.Features["step_share_expected"] = p.Expected(in.Now)
+	}
+	return &s
 }
 
 // dateOnly is t.Format(time.DateOnly) for years 0–9999, without the layout's parsing.
@@ -159,6 +188,11 @@ func profileOf(view map[string]any, now time.Time) Profile {
 	if a, b, ok := span(view["active_hours"]); ok {
 		p.ActiveStart, p.ActiveEnd = a, b
 	}
+	return p.at(now)
+}
+
+// at returns p with the spans evaluated at the local clock now.
+func (p Profile) at(now time.Time) Profile {
 	m := int64(now.Hour()*60 + now.Minute())
 	p.InQuietHours = within(m, p.QuietStart, p.QuietEnd)
 	p.InActiveHours = within(m, p.ActiveStart, p.ActiveEnd)
@@ -351,11 +385,7 @@ func features(s *State, in Inputs) map[string]float64 {
 		}
 	}
 
-	// Step pacing.
-	if p := in.Pacing; p != nil && p.Days > 0 {
-		f["step_share_days"] = float64(p.Days)
-		f["step_share_expected"] = p.Expected(s.Now)
-	}
+	// Step pacing depends on the clock: State adds it.
 	return f
 }
 
