@@ -14,48 +14,36 @@ import (
 	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/recommend"
+	"github.com/pulsebase/pulsebase/internal/vault"
 )
 
 func (pl *pipeline) recommendations(t *testing.T, user string) []*recommend.Recommendation {
-	t.Helper()
-	ctx := context.Background()
-	keys, err := pl.vault.UserKeys(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := pl.store.DerivedRecords(ctx, user, recommend.KindRecommendation, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*recommend.Recommendation
-	for _, r := range recs {
-		rec, err := recommend.OpenRecommendation(keys, r.Key, r.Ciphertext)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, rec)
-	}
-	return out
+	return openRecords(t, pl, user, recommend.KindRecommendation, recommend.OpenRecommendation)
 }
 
 func (pl *pipeline) decisions(t *testing.T, user string) []*recommend.DecisionRecord {
+	return openRecords(t, pl, user, recommend.KindDecision, recommend.OpenDecision)
+}
+
+// openRecords reads and opens every derived record of kind of user.
+func openRecords[T any](t *testing.T, pl *pipeline, user, kind string, open func(*vault.Keys, string, []byte) (T, error)) []T {
 	t.Helper()
 	ctx := context.Background()
 	keys, err := pl.vault.UserKeys(ctx, user)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := pl.store.DerivedRecords(ctx, user, recommend.KindDecision, "", "")
+	recs, err := pl.store.DerivedRecords(ctx, user, kind, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*recommend.DecisionRecord
+	var out []T
 	for _, r := range recs {
-		d, err := recommend.OpenDecision(keys, r.Key, r.Ciphertext)
+		x, err := open(keys, r.Key, r.Ciphertext)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, d)
+		out = append(out, x)
 	}
 	return out
 }

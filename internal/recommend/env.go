@@ -195,11 +195,7 @@ func (a *activation) convert(name string) ref.Val {
 		}
 		return types.NewRefValList(a.adapter, l)
 	case "baseline":
-		m := make(map[ref.Val]ref.Val, len(s.Baseline))
-		for k, b := range s.Baseline {
-			m[types.String(k)] = a.adapter.NativeToValue(b)
-		}
-		return types.NewRefValMap(a.adapter, m)
+		return structMap(a.adapter, s.Baseline)
 	case "hour":
 		return a.doubles(s.Hour)
 	case "recent":
@@ -209,13 +205,18 @@ func (a *activation) convert(name string) ref.Val {
 	case "profile":
 		return a.adapter.NativeToValue(s.Profile)
 	case "history":
-		m := make(map[ref.Val]ref.Val, len(s.History))
-		for k, h := range s.History {
-			m[types.String(k)] = a.adapter.NativeToValue(h)
-		}
-		return types.NewRefValMap(a.adapter, m)
+		return structMap(a.adapter, s.History)
 	}
 	return types.NewErr("no variable %s", name)
+}
+
+// structMap converts a map of native structs, each converted once.
+func structMap[T any](adapter types.Adapter, src map[string]T) ref.Val {
+	m := make(map[ref.Val]ref.Val, len(src))
+	for k, v := range src {
+		m[types.String(k)] = adapter.NativeToValue(v)
+	}
+	return types.NewRefValMap(adapter, m)
 }
 
 // doubles converts a map of metrics (nil: none).

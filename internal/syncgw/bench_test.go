@@ -78,6 +78,64 @@ func dialHello(url, token, device string) (*websocket.Conn, map[string]any, erro
 
 func syncURL(s *pbtest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") + "/v1/sync" }
 
+// arrivals pairs the ack of what a benchmark sent with the arrival of what it caused at a
+// device, in whichever order the two happen, and records the time between them.
+type arrivals struct {
+	mu      sync.Mutex
+	acked   map[string]time.Time // key → ack, still waiting for its arrival
+	arrived map[string]time.Time // key → arrival, when before the ack
+	hist    *hdrhistogram.Histogram
+}
+
+func newArrivals() *arrivals {
+	return &arrivals{acked: map[string]time.Time{}, arrived: map[string]time.Time{}, hist: hdrhistogram.New(1, 60_000_000, 3)}
+}
+
+func (a *arrivals) record(d time.Duration) { a.hist.RecordValue(max(int64(d/time.Microsecond), 1)) }
+
+// ack notes that k was acked at t.
+func (a *arrivals) ack(k string, t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if got, ok := a.arrived[k]; ok {
+		a.record(got.Sub(t))
+		delete(a.arrived, k)
+	} else {
+		a.acked[k] = t
+	}
+}
+
+// arrive notes that what k caused arrived at t.
+func (a *arrivals) arrive(k string, t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if at, ok := a.acked[k]; ok {
+		a.record(t.Sub(at))
+		delete(a.acked, k)
+	} else {
+		a.arrived[k] = t
+	}
+}
+
+// wait waits up to timeout for every acked key to arrive and returns how many did not.
+func (a *arrivals) wait(timeout time.Duration) int {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		a.mu.Lock()
+		n := len(a.acked)
+		a.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+	}
+}
+
+// report reports the latency percentiles with the given prefix.
+func (a *arrivals) report(b *testing.B, prefix string) {
+	b.ReportMetric(float64(a.hist.ValueAtQuantile(50))/1000, prefix+"-p50-ms")
+	b.ReportMetric(float64(a.hist.ValueAtQuantile(90))/1000, prefix+"-p90-ms")
+	b.ReportMetric(float64(a.hist.ValueAtQuantile(99))/1000, prefix+"-p99-ms")
+}
+
 // BenchmarkSyncLatency offers samples at PULSEBASE_BENCH_RATE for 10 s to users who each
 // have a connected device, and reports the time from each sample's ack (ingest durably
 // stored it) to the change of its minute bucket arriving at the device: e2e-p50-ms and
@@ -91,11 +149,7 @@ func BenchmarkSyncLatency(b *testing.B) {
 		b.StopTimer()
 		s := pbtest.MustOpenServerOpts(b, pbtest.Options{Flush: 250 * time.Millisecond})
 		ids := make([]string, users)
-		var mu sync.Mutex
-		acked := map[string]time.Time{}   // user + bucket key → ack time
-		arrived := map[string]time.Time{} // user + bucket key → arrival, when before the ack
-		hist := hdrhistogram.New(1, 60_000_000, 3)
-		record := func(d time.Duration) { hist.RecordValue(max(int64(d/time.Microsecond), 1)) }
+		lat := newArrivals() // keyed by user + bucket key
 		ctx, cancel := context.WithCancel(context.Background())
 		var readers sync.WaitGroup
 		for u := range users {
@@ -114,15 +168,7 @@ func BenchmarkSyncLatency(b *testing.B) {
 					if json.Unmarshal(m, &f) != nil || f.Kind != "series" || !strings.Contains(f.Key, "/1m/") {
 						continue
 					}
-					k := user + f.Key
-					mu.Lock()
-					if at, ok := acked[k]; ok {
-						record(now.Sub(at))
-						delete(acked, k)
-					} else {
-						arrived[k] = now
-					}
-					mu.Unlock()
+					lat.arrive(user+f.Key, now)
 				}
 			})
 		}
@@ -148,43 +194,21 @@ func BenchmarkSyncLatency(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					now := time.Now()
-					k := ids[u] + processor.BucketKey("heart_rate", agg.Minute, at, "")
-					mu.Lock()
-					if got, ok := arrived[k]; ok {
-						record(got.Sub(now))
-						delete(arrived, k)
-					} else {
-						acked[k] = now
-					}
-					mu.Unlock()
+					lat.ack(ids[u]+processor.BucketKey("heart_rate", agg.Minute, at, ""), time.Now())
 				})
 			}
 		}
 		tick.Stop()
 		wg.Wait()
-		// Wait for the last changes, then stop.
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			mu.Lock()
-			n := len(acked)
-			mu.Unlock()
-			if n == 0 {
-				break
-			}
-		}
+		missing := lat.wait(30 * time.Second) // the last changes
 		b.StopTimer()
-		mu.Lock()
-		missing := len(acked)
-		mu.Unlock()
 		cancel()
 		readers.Wait()
 		var after dto.Metric
 		s.Metrics.SyncDeliveryLatency.Write(&after)
 		h := pbtest.HistogramSince(&before, &after)
 		b.ReportMetric(float64(next)/duration.Seconds(), "offered/s")
-		b.ReportMetric(float64(hist.ValueAtQuantile(50))/1000, "e2e-p50-ms")
-		b.ReportMetric(float64(hist.ValueAtQuantile(90))/1000, "e2e-p90-ms")
-		b.ReportMetric(float64(hist.ValueAtQuantile(99))/1000, "e2e-p99-ms")
+		lat.report(b, "e2e")
 		b.ReportMetric(pbtest.Quantile(h, 0.5)*1000, "gw-p50-ms")
 		b.ReportMetric(pbtest.Quantile(h, 0.99)*1000, "gw-p99-ms")
 		b.ReportMetric(float64(missing), "never-arrived")

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/recommend"
@@ -59,11 +57,7 @@ func BenchmarkRecommendationLatency(b *testing.B) {
 		flush := time.Duration(pbtest.BenchEnv("PULSEBASE_BENCH_FLUSH_MS", 250)) * time.Millisecond
 		s := pbtest.MustOpenServerOpts(b, pbtest.Options{Flush: flush, Rules: rules})
 		ids := make([]string, users)
-		var mu sync.Mutex
-		acked := map[string]time.Time{}   // user → ack of their mood sample
-		arrived := map[string]time.Time{} // user → arrival, when before the ack
-		hist := hdrhistogram.New(1, 60_000_000, 3)
-		record := func(d time.Duration) { hist.RecordValue(max(int64(d/time.Microsecond), 1)) }
+		lat := newArrivals() // keyed by user: each logs one mood
 		ctx, cancel := context.WithCancel(context.Background())
 		var readers sync.WaitGroup
 		for u := range users {
@@ -82,14 +76,7 @@ func BenchmarkRecommendationLatency(b *testing.B) {
 					if json.Unmarshal(m, &f) != nil || f.Kind != "recommendation" {
 						continue
 					}
-					mu.Lock()
-					if at, ok := acked[user]; ok {
-						record(now.Sub(at))
-						delete(acked, user)
-					} else {
-						arrived[user] = now
-					}
-					mu.Unlock()
+					lat.arrive(user, now)
 				}
 			})
 		}
@@ -122,15 +109,7 @@ func BenchmarkRecommendationLatency(b *testing.B) {
 					if !post(u, in) {
 						return
 					}
-					now := time.Now()
-					mu.Lock()
-					if got, ok := arrived[ids[u]]; ok {
-						record(got.Sub(now))
-						delete(arrived, ids[u])
-					} else {
-						acked[ids[u]] = now
-					}
-					mu.Unlock()
+					lat.ack(ids[u], time.Now())
 				})
 			case <-tick.C:
 				for range perTick {
@@ -147,26 +126,14 @@ func BenchmarkRecommendationLatency(b *testing.B) {
 		tick.Stop()
 		moods.Stop()
 		wg.Wait()
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			mu.Lock()
-			n := len(acked)
-			mu.Unlock()
-			if n == 0 {
-				break
-			}
-		}
+		missing := lat.wait(30 * time.Second)
 		b.StopTimer()
-		mu.Lock()
-		missing := len(acked)
-		mu.Unlock()
 		cancel()
 		readers.Wait()
 		b.ReportMetric(float64(next)/duration.Seconds(), "offered/s")
-		b.ReportMetric(float64(hist.TotalCount()), "recommendations")
-		b.ReportMetric(float64(hist.ValueAtQuantile(50))/1000, "rec-p50-ms")
-		b.ReportMetric(float64(hist.ValueAtQuantile(90))/1000, "rec-p90-ms")
-		b.ReportMetric(float64(hist.ValueAtQuantile(99))/1000, "rec-p99-ms")
-		b.ReportMetric(float64(hist.Max())/1000, "rec-max-ms")
+		b.ReportMetric(float64(lat.hist.TotalCount()), "recommendations")
+		lat.report(b, "rec")
+		b.ReportMetric(float64(lat.hist.Max())/1000, "rec-max-ms")
 		b.ReportMetric(float64(missing), "never-arrived")
 	}
 }
