@@ -177,9 +177,12 @@ func TestScheduledRuleFiresOnceAcrossRestartsAndProcessors(t *testing.T) {
 	const user = "uscheduled"
 	grantAll(t, pl, user)
 	now := time.Now()
-	// A zone whose clock shows the next whole minute 6–66 s from now: the slot.
-	wait := 6*time.Second + (time.Minute - time.Duration(now.Second())*time.Second)
-	slotAt := now.Add(wait).Truncate(time.Minute)
+	// The slot: the first whole minute at least 15 s from now (time enough to schedule the
+	// user before it), 15:00 in the user's zone.
+	slotAt := now.Truncate(time.Minute).Add(time.Minute)
+	if slotAt.Sub(now) < 15*time.Second {
+		slotAt = slotAt.Add(time.Minute)
+	}
 	loc := time.FixedZone("", (15*60-(slotAt.UTC().Hour()*60+slotAt.UTC().Minute()))*60)
 	slot := slotAt.In(loc).Format("15:04")
 	file := filepath.Join(t.TempDir(), "rules.yaml")
@@ -188,7 +191,7 @@ rules:
   - kind: afternoon_check
     category: activity
     triggers: {at: ["%s"]}
-    when: local.minute_of_day == %d
+    when: trigger == 'at %s'
     evidence: {hour: double(local.hour)}
     priority: 50
     title: Afternoon check
@@ -196,7 +199,7 @@ rules:
     why: "It is {{num .hour}} o'clock."
     expires: 1h
     cooldown: 0s
-`, slot, slotAt.In(loc).Hour()*60+slotAt.In(loc).Minute())
+`, slot, slot)
 	if err := os.WriteFile(file, []byte(lib), 0o600); err != nil {
 		t.Fatal(err)
 	}
