@@ -227,7 +227,16 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 	sched := u.ru.schedRun
 	u.ru.schedRun = false
 	rules := pr.r.cfg.Rules
-	if rules == nil || pr.rb != nil || u.erased || len(changed) == 0 && !sched {
+	switch {
+	case u.erased || len(changed) == 0 && !sched:
+		return nil, nil
+	case rules == nil:
+		pr.setScheduled(u.id, time.Time{}) // scheduled by a process that had rules
+		return nil, nil
+	case pr.rb != nil:
+		if sched {
+			pr.setScheduled(u.id, now.Add(time.Minute)) // after the rebuild
+		}
 		return nil, nil
 	}
 	if time.Since(u.ru.profileAt) > profileTTL && pr.r.cfg.Profiles != nil {
@@ -239,6 +248,7 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 	}
 	loc := u.location()
 	if loc == nil {
+		pr.setScheduled(u.id, time.Time{})
 		return nil, nil // no local clock yet: nothing can be timed
 	}
 	local := now.In(loc)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/pbtest"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/recommend"
@@ -321,4 +323,44 @@ rules:
 	if n != 1 {
 		t.Errorf("%d ignored changes on the feed, want 1", n)
 	}
+}
+
+// scheduledUsers reads the partition's list of users with a scheduled rule run.
+func (pl *pipeline) scheduledUsers(t *testing.T, user string) []string {
+	t.Helper()
+	recs, err := pl.store.DerivedRecords(context.Background(), processor.PendingOwner(broker.Partition(user, 64)), processor.KindScheduled, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	if len(recs) == 1 {
+		if err := json.Unmarshal(recs[0].Ciphertext, &users); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return users
+}
+
+// TestScheduleWithoutRules: a user scheduled by a processor with a rule library is
+// dropped from the schedule by one without (instead of being due at every commit).
+func TestScheduleWithoutRules(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "unorules"
+	grantAll(t, pl, user)
+	rules, err := recommend.NewRules("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: rules})
+	now := time.Now()
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
+		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).Format(time.RFC3339), End: now.Format(time.RFC3339), Source: "phone"}}); err != nil {
+		t.Fatal(err)
+	}
+	pbtest.WaitFor(t, 30*time.Second, "the user scheduled", func() bool { return slices.Contains(pl.scheduledUsers(t, user), user) })
+	stop()
+	stop = pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond})
+	defer stop()
+	pbtest.WaitFor(t, 30*time.Second, "the user dropped from the schedule", func() bool { return !slices.Contains(pl.scheduledUsers(t, user), user) })
 }
