@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -102,5 +103,45 @@ func TestRecoveryDayEndToEnd(t *testing.T) {
 	list, err = c.Recommendations(ctx, "all")
 	if err != nil || len(list) != 1 || list[0].State != "accepted" || len(list[0].Feedback) != 1 || list[0].Feedback[0].Rating != 5 {
 		t.Fatalf("after feedback: %+v, %v", list, err)
+	}
+}
+
+// TestQuietHoursFromTheProfile: the quiet hours a user set on their profile hold a
+// recommendation back, and the decision says so.
+func TestQuietHoursFromTheProfile(t *testing.T) {
+	s := pbtest.MustOpenServerOpts(t, pbtest.Options{DailyEvery: 100 * time.Millisecond})
+	tok := s.UserToken(t, "noor")
+	c := client.New(s.URL, tok)
+	ctx := context.Background()
+	now := time.Now()
+	zone := pbtest.MiddayZone(now)
+	// Quiet from an hour ago to an hour from now, on the user's clock.
+	span := fmt.Sprintf(`{"start":"%s","end":"%s"}`, now.In(zone).Add(-time.Hour).Format("15:04"), now.In(zone).Add(time.Hour).Format("15:04"))
+	r := pbtest.Do(t, "POST", s.URL+"/v1/users/me/profile/ops", tok, "application/json",
+		[]byte(`{"ops":[{"id":"web:1","ts":{"wall":`+fmt.Sprint(now.UnixMilli())+`,"logical":0,"node":"web"},"kind":"set","path":"quiet_hours","value":`+span+`}]}`))
+	if r.Status != 200 {
+		t.Fatalf("profile op: %d %s", r.Status, r.Body)
+	}
+	if _, err := c.PostSamples(ctx, pbtest.RecoverySamples(now, zone)); err != nil {
+		t.Fatal(err)
+	}
+	var decisions struct {
+		Decisions []struct {
+			Candidates []struct{ Kind, Reason string } `json:"candidates"`
+		} `json:"decisions"`
+	}
+	pbtest.WaitFor(t, 60*time.Second, "a decision about recovery_day", func() bool {
+		pbtest.Do(t, "GET", s.URL+"/v1/users/me/decisions", tok, "", nil).JSON(t, &decisions)
+		return len(decisions.Decisions) > 0
+	})
+	for _, d := range decisions.Decisions {
+		for _, cand := range d.Candidates {
+			if cand.Kind == "recovery_day" && cand.Reason != "quiet_hours" {
+				t.Errorf("recovery_day %s, want quiet_hours", cand.Reason)
+			}
+		}
+	}
+	if list, err := c.Recommendations(ctx, "all"); err != nil || len(list) != 0 {
+		t.Errorf("delivered in quiet hours: %+v, %v", list, err)
 	}
 }

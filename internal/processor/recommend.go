@@ -239,12 +239,10 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 		}
 		return nil, nil
 	}
-	if time.Since(u.ru.profileAt) > profileTTL && pr.r.cfg.Profiles != nil {
-		doc, _, err := pr.r.cfg.Profiles.Get(ctx, u.id)
-		if err != nil {
+	if u.ru.profileAt.IsZero() { // its time_zone is the user's clock
+		if err := pr.readProfile(ctx, u); err != nil {
 			return nil, err
 		}
-		u.ru.profile, u.ru.profileAt, u.ru.dayPart = doc.View(), time.Now(), nil
 	}
 	loc := u.location()
 	if loc == nil {
@@ -289,6 +287,14 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 		return recs, nil
 	}
 
+	if time.Since(u.ru.profileAt) > profileTTL { // only when rules run: not on every commit
+		if err := pr.readProfile(ctx, u); err != nil {
+			return nil, err
+		}
+		if l := u.location(); l != nil {
+			local = now.In(l) // the profile's time zone may have changed
+		}
+	}
 	began := time.Now()
 	in, err := pr.recInputs(ctx, u, local)
 	if err != nil {
@@ -330,6 +336,20 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 	}
 	drecs, err := pr.decide(ctx, u, f, lib, state, cands, trig, now)
 	return append(recs, drecs...), err
+}
+
+// readProfile reads u's profile for the rules (none without a ProfileReader).
+func (pr *partition) readProfile(ctx context.Context, u *userRun) error {
+	u.ru.profileAt, u.ru.dayPart = time.Now(), nil
+	if pr.r.cfg.Profiles == nil {
+		return nil
+	}
+	doc, _, err := pr.r.cfg.Profiles.Get(ctx, u.id)
+	if err != nil {
+		return err
+	}
+	u.ru.profile = doc.View()
+	return nil
 }
 
 // slotsBetween returns the scheduled times (minutes of the day) that fall in (from, to]
