@@ -31,7 +31,10 @@ var childListening = regexp.MustCompile(`listening on (http://\S+)`)
 
 func startChild(t *testing.T, dir string) *child {
 	t.Helper()
-	cmd := pulsebaseCmd(t, "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-level", "error")
+	// The load comes from one device as fast as it can: no rate limit, this test is about
+	// durability.
+	cmd := pulsebaseCmd(t, "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-level", "error",
+		"--rate-per-address", "0", "--rate-per-principal", "0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -82,8 +82,9 @@ func TestRotateKEKCrashAndResume(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	// A key cache of one user makes the server unwrap keys from the store on almost every
-	// request, so it really reads keys wrapped by either KEK while the rotation runs.
-	srv := startServer(t, dir, "--key-cache-size", "1")
+	// request, so it really reads keys wrapped by either KEK while the rotation runs. The
+	// clients post as fast as they can from one address: no rate limits.
+	srv := startServer(t, dir, "--key-cache-size", "1", "--rate-per-address", "0", "--rate-per-principal", "0")
 	store := openSQLite(t, dir)
 	oldKEK := primaryKEK(t, store)
 
@@ -260,7 +261,7 @@ func TestRotateKEKCrashAndResume(t *testing.T) {
 		}
 	}
 	// A server that knows only the new KEK starts and reads consents sealed long before.
-	srv = startServer(t, dir, "--kek-uri", newKEKURI)
+	srv = startServer(t, dir, "--kek-uri", newKEKURI, "--rate-per-address", "0", "--rate-per-principal", "0")
 	alice.readConsents(t, srv.url)
 	if ks := keks(t, store); len(ks) != 1 {
 		t.Errorf("after a restart on the new KEK: got registry %+v, want it alone", ks)

@@ -80,6 +80,10 @@ type Config struct {
 	// most recommendations a user gets a day.
 	Rules    string
 	DailyCap int
+	// RatePerAddress and RatePerPrincipal are requests a second (0: unlimited), with their
+	// bursts.
+	RatePerAddress, RatePerPrincipal   float64
+	BurstPerAddress, BurstPerPrincipal int
 	// Sync gateway limits (internal/syncgw.Config).
 	SyncQueueBytes     int
 	SyncConnsPerUser   int
@@ -124,6 +128,10 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LiveHorizon, "live-horizon", window.DefaultHorizon, "samples this recent update the processor's in-memory windows; older ones take the backfill path")
 	fs.DurationVar(&c.DailyInterval, "daily-interval", processor.DefaultDailyEvery, "how often at most a user's daily metrics and baselines are recomputed (series buckets follow every commit)")
 	fs.StringVar(&c.Rules, "rules", "", "recommendation rule library (YAML) to use instead of the built-in one; reloaded when it changes\nor on SIGHUP, keeping the last good library when it does not check (see pulsebase rules check)")
+	fs.Float64Var(&c.RatePerAddress, "rate-per-address", 1000, "requests a second one source address may make on average (0: no limit); more get 429 with Retry-After")
+	fs.IntVar(&c.BurstPerAddress, "rate-burst-per-address", 2000, "requests one source address may make at once")
+	fs.Float64Var(&c.RatePerPrincipal, "rate-per-principal", 200, "requests a second one token subject (user, device, …) may make on average (0: no limit)")
+	fs.IntVar(&c.BurstPerPrincipal, "rate-burst-per-principal", 400, "requests one token subject may make at once")
 	fs.IntVar(&c.DailyCap, "recommend-daily-cap", recommend.DefaultDailyCap, "most recommendations delivered to a user per local day")
 	fs.IntVar(&c.SyncQueueBytes, "sync-queue-bytes", 1<<20, "bytes of frames a sync connection may have waiting; a client that falls further behind is closed with 4008 and resumes from its cursor")
 	fs.IntVar(&c.SyncConnsPerUser, "sync-conns-per-user", 20, "sync connections one user may hold on this process")
@@ -194,6 +202,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--duplicate-window %s: want at least 1s and at most --sample-retention", c.DuplicateWindow)
 	case c.LiveHorizon < 3*time.Hour:
 		return fmt.Errorf("--live-horizon %s: want at least 3h", c.LiveHorizon)
+	case c.RatePerAddress < 0 || c.RatePerPrincipal < 0 || c.BurstPerAddress < 0 || c.BurstPerPrincipal < 0:
+		return errors.New("--rate-* and --rate-burst-* must not be negative")
 	case c.DailyCap < 1:
 		return fmt.Errorf("--recommend-daily-cap %d: want at least 1", c.DailyCap)
 	case c.DailyInterval < 100*time.Millisecond:
@@ -379,8 +389,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		},
 		Revocations: revocations,
 		Rules:       rules,
-		Log:         log,
-		Version:     version,
+		RateLimits: httpapi.RateLimits{PerAddress: httpapi.Rate{PerSecond: cfg.RatePerAddress, Burst: cfg.BurstPerAddress},
+			PerPrincipal: httpapi.Rate{PerSecond: cfg.RatePerPrincipal, Burst: cfg.BurstPerPrincipal}},
+		Log:     log,
+		Version: version,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -52,6 +52,11 @@ func buildOpenAPI(routes []route, version string) []byte {
 			}
 			resps[strconv.Itoa(r.Status)] = o
 		}
+		if _, ok := resps["429"]; !ok && !rt.Unlimited {
+			resps["429"] = obj{"description": "rate limited (per source address, and per principal once authenticated); see Retry-After",
+				"headers": obj{"Retry-After": obj{"schema": obj{"type": "integer"}, "description": "seconds to wait"}},
+				"content": obj{problemJSON: obj{"schema": ref("Problem")}}}
+		}
 		op["responses"] = resps
 		item, _ := paths[rt.Pattern].(obj)
 		if item == nil {

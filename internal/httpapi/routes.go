@@ -15,6 +15,9 @@ type route struct {
 	// Roles may call the route; nil means it is public (no token needed).
 	Roles   []pulsebase.Role
 	handler func(*Server, http.ResponseWriter, *http.Request)
+	// Unlimited exempts the route from the per-address rate limit (health, readiness and
+	// metrics are polled by infrastructure from few addresses).
+	Unlimited bool
 
 	// OpenAPI description.
 	ID          string
@@ -258,12 +261,12 @@ func (s *Server) routes() []route {
 			},
 		},
 		{
-			Method: "GET", Pattern: "/healthz", handler: (*Server).handleHealthz,
+			Method: "GET", Pattern: "/healthz", Unlimited: true, handler: (*Server).handleHealthz,
 			ID: "healthz", Tag: "operations", Summary: "The process is alive.",
 			Responses: []response{{Status: 200, Description: "alive", ContentType: "application/json", Schema: "Status"}},
 		},
 		{
-			Method: "GET", Pattern: "/readyz", handler: (*Server).handleReadyz,
+			Method: "GET", Pattern: "/readyz", Unlimited: true, handler: (*Server).handleReadyz,
 			ID: "readyz", Tag: "operations", Summary: "The broker and the store are ready.",
 			Responses: []response{
 				{Status: 200, Description: "ready", ContentType: "application/json", Schema: "Status"},
@@ -271,7 +274,7 @@ func (s *Server) routes() []route {
 			},
 		},
 		{
-			Method: "GET", Pattern: "/metrics", handler: (*Server).handleMetrics,
+			Method: "GET", Pattern: "/metrics", Unlimited: true, handler: (*Server).handleMetrics,
 			ID: "metrics", Tag: "operations", Summary: "Prometheus metrics in the text exposition format.",
 			Responses: []response{{Status: 200, Description: "metrics", ContentType: "text/plain"}},
 		},

@@ -69,6 +69,9 @@ type Deps struct {
 	Ready   func(ctx context.Context) error
 	Log     *slog.Logger
 	Version string
+	// RateLimits bound requests per source address and per principal; zero rates are
+	// unlimited.
+	RateLimits RateLimits
 }
 
 // Store is what the HTTP layer reads and writes in the database besides the services'
@@ -83,11 +86,14 @@ type Server struct {
 	// feedbackLocks serialize feedback on one recommendation in this process (see
 	// handleFeedback).
 	feedbackLocks [64]sync.Mutex
+	// byAddress and byPrincipal are the rate limits' buckets (nil: unlimited).
+	byAddress, byPrincipal *limiters
 }
 
 // New returns a server whose router and OpenAPI document are built from routes().
 func New(d Deps) *Server {
-	s := &Server{deps: d, mux: http.NewServeMux()}
+	s := &Server{deps: d, mux: http.NewServeMux(), byAddress: newLimiters(d.RateLimits.PerAddress),
+		byPrincipal: newLimiters(d.RateLimits.PerPrincipal)}
 	byPath := map[string]bool{}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
@@ -175,9 +181,19 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.deps.Metrics.HTTPDuration.WithLabelValues(rt.Pattern, r.Method, strconv.Itoa(sw.code())).
 				Observe(time.Since(start).Seconds())
 		}()
+		if !rt.Unlimited {
+			if wait, ok := s.byAddress.allow(sourceAddress(r), start); !ok {
+				s.tooMany(sw, "address", wait)
+				return
+			}
+		}
 		if len(rt.Roles) > 0 {
 			p, ok := s.authenticate(sw, r)
 			if !ok {
+				return
+			}
+			if wait, ok := s.byPrincipal.allow(string(p.Role)+"|"+p.Subject+"|"+p.Device, start); !ok {
+				s.tooMany(sw, "principal", wait)
 				return
 			}
 			if !rt.allows(p.Role) {

@@ -78,6 +78,9 @@ type Metrics struct {
 	// live change frame of it written to a sync connection.
 	SyncDeliveryLatency prometheus.Histogram
 
+	// RateLimited counts requests refused with 429, by scope (address, principal).
+	RateLimited *prometheus.CounterVec
+
 	// RecCandidates counts rules that fired (candidates before ranking), by kind.
 	RecCandidates *prometheus.CounterVec
 	// RecDecisions counts what became of candidates, by kind and reason: "delivered" or
@@ -174,6 +177,11 @@ func NewMetrics() *Metrics {
 		Help:    "Time from a change's storage in the CHANGES stream to its frame written to a sync connection.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 1.25, 40),
 	})
+	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulsebase_http_rate_limited_total",
+		Help: "Requests refused with 429 by the rate limits, by scope (address: before authentication; principal: after).",
+	}, []string{"scope"})
+	r.MustRegister(m.RateLimited)
 	m.RecCandidates = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pulsebase_recommend_candidates_total",
 		Help: "Recommendation rules that fired for a user (candidates before ranking), by kind.",
