@@ -73,6 +73,9 @@ type recState struct {
 	// Delivered reports that the user was ever delivered a recommendation: without, they
 	// have no feedback to read.
 	Delivered bool `json:"delivered,omitempty"`
+	// Pruned is the local date the user's old decisions and recommendations were last
+	// deleted.
+	Pruned string `json:"pruned,omitempty"`
 }
 
 type delivered struct {
@@ -268,6 +271,13 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 		if err := pr.settle(ctx, u, f, now); err != nil {
 			return nil, err
 		}
+		if d := local.Format(time.DateOnly); u.rec.Pruned != d {
+			old, err := pr.prune(ctx, u, now)
+			if err != nil {
+				return nil, err
+			}
+			recs, u.rec.Pruned = old, d
+		}
 	}
 	defer pr.reschedule(u, lib, local)
 
@@ -336,6 +346,28 @@ func (pr *partition) recommend(ctx context.Context, u *userRun, f *feed, now tim
 	}
 	drecs, err := pr.decide(ctx, u, f, lib, state, cands, trig, now)
 	return append(recs, drecs...), err
+}
+
+// Retention of a user's decisions and recommendations (docs/recommendations.md).
+const (
+	DecisionRetention       = 90 * 24 * time.Hour
+	RecommendationRetention = 365 * 24 * time.Hour
+)
+
+// prune returns the deletions of u's decisions and recommendations older than their
+// retention (ids sort by the time they were made).
+func (pr *partition) prune(ctx context.Context, u *userRun, now time.Time) ([]pulsebase.DerivedRecord, error) {
+	var del []pulsebase.DerivedRecord
+	for kind, keep := range map[string]time.Duration{recommend.KindDecision: DecisionRetention, recommend.KindRecommendation: RecommendationRetention} {
+		old, err := pr.r.store.DerivedRecords(ctx, u.id, kind, "", recommend.IDKey(now.Add(-keep)))
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range old {
+			del = append(del, pulsebase.DerivedRecord{User: u.id, Kind: kind, Key: r.Key, Delete: true})
+		}
+	}
+	return del, nil
 }
 
 // readProfile reads u's profile for the rules (none without a ProfileReader).

@@ -364,3 +364,46 @@ func TestScheduleWithoutRules(t *testing.T) {
 	defer stop()
 	pbtest.WaitFor(t, 30*time.Second, "the user dropped from the schedule", func() bool { return !slices.Contains(pl.scheduledUsers(t, user), user) })
 }
+
+// TestOldDecisionsArePruned: decisions older than DecisionRetention are deleted when the
+// user's rules next run (once a day), recent ones and the recommendations kept.
+func TestOldDecisionsArePruned(t *testing.T) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	const user = "upruned"
+	grantAll(t, pl, user)
+	keys, err := pl.vault.UserKeys(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var seeded []pulsebase.DerivedRecord
+	ids := map[string]string{}
+	for name, at := range map[string]time.Time{"old": now.Add(-processor.DecisionRetention - time.Hour), "recent": now.Add(-processor.DecisionRetention + time.Hour)} {
+		d := &recommend.DecisionRecord{ID: recommend.NewID(at), Library: "test", Decision: recommend.Decision{At: at, Delivered: -1}}
+		ct, err := recommend.SealDecision(keys, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = d.ID
+		seeded = append(seeded, pulsebase.DerivedRecord{User: user, Kind: recommend.KindDecision, Key: d.ID, Ciphertext: ct, Updated: now})
+	}
+	// Seeded as the processor would have written them (on a partition nobody owns).
+	if err := pl.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 1 << 20, Epoch: 1, Seq: 1}, seeded); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := recommend.NewRules("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: rules})
+	defer stop()
+	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
+		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).Format(time.RFC3339), End: now.Format(time.RFC3339), Source: "phone"}}); err != nil {
+		t.Fatal(err)
+	}
+	pbtest.WaitFor(t, 30*time.Second, "the old decision deleted", func() bool { return len(pl.decisions(t, user)) == 1 })
+	if got := pl.decisions(t, user); got[0].ID != ids["recent"] {
+		t.Errorf("kept %s, want the recent %s", got[0].ID, ids["recent"])
+	}
+}
