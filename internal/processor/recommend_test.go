@@ -50,6 +50,27 @@ func openRecords[T any](t *testing.T, pl *pipeline, user, kind string, open func
 	return out
 }
 
+// postSteps ingests the user's steps of the minute before now, on the clock of loc: what
+// tells the processor their zone and runs their steps rules.
+func (pl *pipeline) postSteps(t *testing.T, user string, now time.Time, loc *time.Location) {
+	t.Helper()
+	in := []pulsebase.SampleInput{{Type: "steps", Value: json.RawMessage("30"), Start: now.Add(-time.Minute).In(loc).Format(time.RFC3339),
+		End: now.In(loc).Format(time.RFC3339), Source: "phone"}}
+	if _, err := pl.ingest.Ingest(context.Background(), user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// starterRules returns a holder of the built-in library.
+func starterRules(t *testing.T) *recommend.Rules {
+	t.Helper()
+	rules, err := recommend.NewRules("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules
+}
+
 func ofKind(recs []*recommend.Recommendation, kind string) []*recommend.Recommendation {
 	var out []*recommend.Recommendation
 	for _, r := range recs {
@@ -69,11 +90,7 @@ func TestRecoveryDayInStream(t *testing.T) {
 	ctx := context.Background()
 	const user = "urecovery"
 	grantAll(t, pl, user)
-	rules, err := recommend.NewRules("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: starterRules(t)})
 	defer stop()
 	now := time.Now()
 	loc := pbtest.MiddayZone(now)
@@ -150,11 +167,7 @@ func TestNoConsentNoRecommendation(t *testing.T) {
 	if _, err := pl.consent.Set(ctx, user, c, pulsebase.Actor{Role: pulsebase.RoleUser}); err != nil {
 		t.Fatal(err)
 	}
-	rules, err := recommend.NewRules("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules})
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: starterRules(t)})
 	defer stop()
 	now := time.Now()
 	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, pbtest.RecoverySamples(now, pbtest.MiddayZone(now))); err != nil {
@@ -175,7 +188,6 @@ func TestNoConsentNoRecommendation(t *testing.T) {
 // before that time and two new ones, racing for the partitions, started after it.
 func TestScheduledRuleFiresOnceAcrossRestartsAndProcessors(t *testing.T) {
 	pl := newPipeline(t)
-	ctx := context.Background()
 	const user = "uscheduled"
 	grantAll(t, pl, user)
 	now := time.Now()
@@ -212,11 +224,7 @@ rules:
 	cfg := processor.RunnerConfig{Flush: 50 * time.Millisecond, DailyEvery: 100 * time.Millisecond, Rules: rules}
 	stop := pl.runWith(t, cfg)
 	// A sample tells the processor the user's zone and schedules them.
-	start := now.In(loc).Add(-time.Minute).Format(time.RFC3339)
-	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser},
-		[]pulsebase.SampleInput{{Type: "steps", Value: json.RawMessage("12"), Start: start, End: now.In(loc).Format(time.RFC3339), Source: "phone"}}); err != nil {
-		t.Fatal(err)
-	}
+	pl.postSteps(t, user, now, loc)
 	pl.waitApplied(t, user)
 	time.Sleep(200 * time.Millisecond)
 	stop()
@@ -288,10 +296,7 @@ rules:
 	defer stop()
 	now := time.Now()
 	loc := pbtest.MiddayZone(now)
-	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
-		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).In(loc).Format(time.RFC3339), End: now.In(loc).Format(time.RFC3339), Source: "phone"}}); err != nil {
-		t.Fatal(err)
-	}
+	pl.postSteps(t, user, now, loc)
 	var recs []*recommend.Recommendation
 	pbtest.WaitFor(t, 30*time.Second, "the recommendation", func() bool { recs = pl.recommendations(t, user); return len(recs) == 1 })
 	var fbs []pulsebase.StoredFeedback
@@ -345,19 +350,11 @@ func (pl *pipeline) scheduledUsers(t *testing.T, user string) []string {
 // dropped from the schedule by one without (instead of being due at every commit).
 func TestScheduleWithoutRules(t *testing.T) {
 	pl := newPipeline(t)
-	ctx := context.Background()
 	const user = "unorules"
 	grantAll(t, pl, user)
-	rules, err := recommend.NewRules("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: rules})
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: starterRules(t)})
 	now := time.Now()
-	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
-		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).Format(time.RFC3339), End: now.Format(time.RFC3339), Source: "phone"}}); err != nil {
-		t.Fatal(err)
-	}
+	pl.postSteps(t, user, now, time.Local)
 	pbtest.WaitFor(t, 30*time.Second, "the user scheduled", func() bool { return slices.Contains(pl.scheduledUsers(t, user), user) })
 	stop()
 	stop = pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond})
@@ -392,16 +389,9 @@ func TestOldDecisionsArePruned(t *testing.T) {
 	if err := pl.store.CommitPartition(ctx, pulsebase.Checkpoint{Partition: 1 << 20, Epoch: 1, Seq: 1}, seeded); err != nil {
 		t.Fatal(err)
 	}
-	rules, err := recommend.NewRules("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: rules})
+	stop := pl.runWith(t, processor.RunnerConfig{Flush: 50 * time.Millisecond, Rules: starterRules(t)})
 	defer stop()
-	if _, err := pl.ingest.Ingest(ctx, user, pulsebase.Principal{Subject: "u", Role: pulsebase.RoleUser}, []pulsebase.SampleInput{{Type: "steps",
-		Value: json.RawMessage("30"), Start: now.Add(-time.Minute).Format(time.RFC3339), End: now.Format(time.RFC3339), Source: "phone"}}); err != nil {
-		t.Fatal(err)
-	}
+	pl.postSteps(t, user, now, time.Local)
 	pbtest.WaitFor(t, 30*time.Second, "the old decision deleted", func() bool { return len(pl.decisions(t, user)) == 1 })
 	if got := pl.decisions(t, user); got[0].ID != ids["recent"] {
 		t.Errorf("kept %s, want the recent %s", got[0].ID, ids["recent"])
