@@ -45,4 +45,10 @@ type Principal struct {
 	Issued time.Time
 	// Expires is when the token stops being valid (its exp, whole seconds).
 	Expires time.Time
+	// Confirmation is the SHA-256 thumbprint of the client certificate the token is bound
+	// to (RFC 8705 cnf "x5t#S256"); empty for a bearer token usable by whoever holds it.
+	Confirmation string
+	// Family is the refresh-token family the token was issued in (device enrollment); a
+	// reuse of a spent refresh token revokes the whole family.
+	Family string
 }

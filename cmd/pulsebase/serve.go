@@ -90,6 +90,17 @@ type Config struct {
 	SyncConnsPerDevice int
 	SyncPingInterval   time.Duration
 
+	// OIDCIssuers and OIDCAudiences are the external OpenID providers whose tokens are
+	// accepted (one audience for all, or one per issuer); OIDCRoleClaim names their role
+	// claim.
+	OIDCIssuers, OIDCAudiences []string
+	OIDCRoleClaim              string
+	// DeviceMTLSAddr is the device listener (mutual TLS); DeviceMTLSNames the names its
+	// certificate carries; DeviceURL the base URL told to enrolled devices.
+	DeviceMTLSAddr  string
+	DeviceMTLSNames []string
+	DeviceURL       string
+
 	KEKURI       string
 	KeyCacheSize int
 	KeyCacheTTL  time.Duration
@@ -137,6 +148,22 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SyncConnsPerUser, "sync-conns-per-user", 20, "sync connections one user may hold on this process")
 	fs.IntVar(&c.SyncConnsPerDevice, "sync-conns-per-device", 3, "sync connections one device may hold on this process")
 	fs.DurationVar(&c.SyncPingInterval, "sync-ping-interval", 15*time.Second, "how often sync connections are pinged; one silent for two intervals is closed")
+	list := func(dst *[]string) func(string) error {
+		return func(v string) error {
+			for _, x := range strings.Split(v, ",") {
+				if x = strings.TrimSpace(x); x != "" {
+					*dst = append(*dst, x)
+				}
+			}
+			return nil
+		}
+	}
+	fs.Func("oidc-issuer", "accept tokens of this external OpenID provider (issuer URL; repeatable or comma-separated), checked\nthrough its discovery document and JWKS; its subjects become users as issuer#sub", list(&c.OIDCIssuers))
+	fs.Func("oidc-audience", "the audience tokens of the --oidc-issuer must carry: one for all issuers, or one per issuer in order", list(&c.OIDCAudiences))
+	fs.StringVar(&c.OIDCRoleClaim, "oidc-role-claim", auth.DefaultRoleClaim, "claim of an external token naming its role (user, coach, analyst or admin; absent: user)")
+	fs.StringVar(&c.DeviceMTLSAddr, "device-mtls-addr", "", "HOST:PORT of the device listener: mutual TLS with certificates of the built-in device CA,\ncertificate-bound device tokens and refresh (empty: no device listener; enrollment still works)")
+	fs.Func("device-mtls-names", "DNS names or IPs the device listener's certificate carries (default: its host, localhost, 127.0.0.1)", list(&c.DeviceMTLSNames))
+	fs.StringVar(&c.DeviceURL, "device-url", "", "base URL devices reach the device listener at, told to them at enrollment (default https://<device-mtls-addr>)")
 	fs.StringVar(&c.KEKURI, "kek-uri", vault.DefaultKEKURI, "key-encryption key: local://PATH (relative to the data dir), pkcs11://TOKEN/KEY?module=LIB&pin-env=VAR,\nhcvault://HOST/transit/keys/NAME or gcp-kms://projects/…/cryptoKeys/NAME")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 100_000, "users whose unwrapped keys stay in memory")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 10*time.Minute, "how long an unwrapped key stays in memory")
@@ -185,6 +212,24 @@ func (c *Config) validate() error {
 	}
 	if len(c.Roles) == 0 {
 		return errors.New("--roles: name at least one of ingest, process, sync, api")
+	}
+	for _, iss := range c.OIDCIssuers {
+		if u, err := url.Parse(iss); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("--oidc-issuer %q: want the issuer's https:// URL", iss)
+		}
+	}
+	switch {
+	case len(c.OIDCIssuers) > 0 && len(c.OIDCAudiences) == 0:
+		return errors.New("--oidc-issuer needs --oidc-audience: the audience its tokens must carry for this API")
+	case len(c.OIDCAudiences) > 1 && len(c.OIDCAudiences) != len(c.OIDCIssuers):
+		return fmt.Errorf("--oidc-audience: give one audience for all issuers or one per issuer (%d issuers, %d audiences)", len(c.OIDCIssuers), len(c.OIDCAudiences))
+	case len(c.OIDCIssuers) == 0 && len(c.OIDCAudiences) > 0:
+		return errors.New("--oidc-audience without --oidc-issuer")
+	}
+	if c.DeviceMTLSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DeviceMTLSAddr); err != nil {
+			return fmt.Errorf("--device-mtls-addr %q: want HOST:PORT (%v)", c.DeviceMTLSAddr, err)
+		}
 	}
 	for _, r := range c.Roles {
 		if !slices.Contains(knownRoles, r) {
@@ -325,6 +370,38 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	// grants are users' grants to coaches, followed from every process like revocations;
+	// the policy decides every request with them.
+	grants, err := auth.NewGrants(ctx, brk.JetStream(), cfg.Replicas, log)
+	if err != nil {
+		return err
+	}
+	policy := auth.NewPolicy(grants)
+	// Tokens of the built-in issuer and of every external OpenID provider configured.
+	var providers []*auth.OIDC
+	for n, issURL := range cfg.OIDCIssuers {
+		aud := cfg.OIDCAudiences[0]
+		if len(cfg.OIDCAudiences) > 1 {
+			aud = cfg.OIDCAudiences[n]
+		}
+		o, err := auth.NewOIDC(ctx, auth.OIDCConfig{Issuer: issURL, Audience: aud, RoleClaim: cfg.OIDCRoleClaim})
+		if err != nil {
+			return fmt.Errorf("--oidc-issuer %s: %w", issURL, err)
+		}
+		providers = append(providers, o)
+	}
+	tokens := auth.NewVerifiers(iss, providers...)
+	authn := &auth.Authenticator{Tokens: tokens, Revocations: revocations}
+	// The device CA (its key in the vault) certifies enrolled devices' keys; the device
+	// listener, when configured, requires its certificates.
+	deviceCA, err := auth.OpenDeviceCA(ctx, vlt)
+	if err != nil {
+		return fmt.Errorf("device CA: %w", err)
+	}
+	devices, err := auth.NewDevices(ctx, brk.JetStream(), cfg.Replicas, deviceCA, iss, revocations, httpapi.DeviceSealer{Vault: vlt})
+	if err != nil {
+		return err
+	}
 	var coord *processor.Coordinator
 	if slices.Contains(cfg.Roles, "process") {
 		coord, err = processor.NewCoordinator(ctx, brk.JetStream(), processor.CoordinatorConfig{
@@ -363,8 +440,27 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		gateway = syncgw.New(syncgw.Config{MaxQueueBytes: cfg.SyncQueueBytes, MaxConnsPerUser: cfg.SyncConnsPerUser,
 			MaxConnsPerDevice: cfg.SyncConnsPerDevice, PingInterval: cfg.SyncPingInterval}, syncgw.Deps{
 			JetStream: brk.JetStream(), Vault: vlt, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
-			Revocations: revocations, Verify: iss.Verify, Resolve: users.Resolve, Metrics: metrics, Log: log,
+			Revocations: revocations, Authenticate: authn.Authenticate, Resolve: users.Resolve, Metrics: metrics, Log: log,
+			Policy: policy, Grants: grants,
 		})
+	}
+	// The device listener: mutual TLS with the device CA's certificates, which it also
+	// presents itself, so that a device trusts the server with the CA its enrollment gave.
+	var deviceLn net.Listener
+	deviceURL := cfg.DeviceURL
+	if cfg.DeviceMTLSAddr != "" {
+		tcfg := deviceCA.TLSConfig(tls.Certificate{})
+		tcfg.Certificates = nil
+		tcfg.GetCertificate = deviceCA.ServerCertificates(cfg.deviceNames())
+		raw, err := net.Listen("tcp", cfg.DeviceMTLSAddr)
+		if err != nil {
+			return fmt.Errorf("device listener: %w", err)
+		}
+		defer raw.Close() // Serve closes it; this covers a failed start
+		deviceLn = tls.NewListener(raw, tcfg)
+		if deviceURL == "" {
+			deviceURL = "https://" + raw.Addr().String()
+		}
 	}
 	api := httpapi.New(httpapi.Deps{
 		Issuer:     iss,
@@ -388,6 +484,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return nil
 		},
 		Revocations: revocations,
+		Grants:      grants,
+		Policy:      policy,
+		Audit:       store,
+		Tokens:      tokens,
+		Devices:     devices,
+		DeviceURL:   deviceURL,
 		Rules:       rules,
 		RateLimits: httpapi.RateLimits{PerAddress: httpapi.Rate{PerSecond: cfg.RatePerAddress, Burst: cfg.BurstPerAddress},
 			PerPrincipal: httpapi.Rate{PerSecond: cfg.RatePerPrincipal, Burst: cfg.BurstPerPrincipal}},
@@ -419,6 +521,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	log.Info("pulsebase started", "version", version, "http", baseURL, "data_dir", cfg.DataDir,
 		"broker", brokerKind(cfg), "store", storeKind(cfg), "roles", strings.Join(cfg.Roles, ","))
 	fmt.Fprintf(stdout, "listening on %s\n", baseURL)
+	if deviceLn != nil {
+		fmt.Fprintf(stdout, "devices (mutual TLS) on %s\n", deviceURL)
+	}
 	if u := brk.ClientURL(); u != "" {
 		fmt.Fprintf(stdout, "nats listening on %s\n", u)
 	}
@@ -426,6 +531,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error { return revocations.Run(gctx) })
+	g.Go(func() error { return grants.Run(gctx) })
+	for _, o := range providers {
+		g.Go(func() error { o.Run(gctx); return nil })
+	}
+	// Processes sharing the data directory see each other's token key rotations.
+	g.Go(func() error { iss.Watch(gctx, time.Minute); return nil })
 	if gateway != nil {
 		g.Go(func() error { return gateway.Run(gctx) })
 	}
@@ -440,12 +551,28 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		g.Go(func() error { return coord.Run(gctx, runner) })
 	}
 	g.Go(func() error { return api.Serve(gctx, ln, cfg.ShutdownTimeout) })
+	if deviceLn != nil {
+		g.Go(func() error { return api.Serve(gctx, deviceLn, cfg.ShutdownTimeout) })
+	}
 	if cfg.Demo {
 		g.Go(func() error { return sim.RunDemo(gctx, baseURL, demoClient, demoTokens(iss), stdout, log) })
 	}
 	err = g.Wait()
 	log.Info("pulsebase stopping")
 	return err
+}
+
+// deviceNames are the names the device listener's certificate carries.
+func (c *Config) deviceNames() []string {
+	if len(c.DeviceMTLSNames) > 0 {
+		return c.DeviceMTLSNames
+	}
+	host, _, _ := net.SplitHostPort(c.DeviceMTLSAddr)
+	names := []string{"localhost", "127.0.0.1", "::1"}
+	if host != "" && !slices.Contains(names, host) {
+		names = append(names, host)
+	}
+	return names
 }
 
 func loadCert(cfg Config) (tls.Certificate, error) {

@@ -100,14 +100,14 @@ func TestVerifyRejects(t *testing.T) {
 	edSigner := func(k ed25519.PrivateKey) func(string) []byte {
 		return func(s string) []byte { return ed25519.Sign(k, []byte(s)) }
 	}
-	hdr := map[string]any{"alg": "EdDSA", "typ": "JWT", "kid": i.kid}
+	hdr := map[string]any{"alg": "EdDSA", "typ": "JWT", "kid": i.KeyID()}
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-	pub := i.key.Public().(ed25519.PublicKey)
+	pub := i.ring.Load().key.Public().(ed25519.PublicKey)
 
 	with := func(k string, v any) map[string]any { c := good(); c[k] = v; return c }
 	without := func(k string) map[string]any { c := good(); delete(c, k); return c }
 
-	tampered := sign(t, hdr, good(), edSigner(i.key))
+	tampered := sign(t, hdr, good(), edSigner(i.ring.Load().key))
 	parts := strings.Split(tampered, ".")
 	c := good()
 	c["sub"] = "mallory"
@@ -122,18 +122,18 @@ func TestVerifyRejects(t *testing.T) {
 
 	cases := map[string]string{
 		"sanity: a good token":      "",
-		"expired":                   sign(t, hdr, with("exp", now.Add(-time.Hour).Unix()), edSigner(i.key)),
-		"no expiry":                 sign(t, hdr, without("exp"), edSigner(i.key)),
-		"not yet valid":             sign(t, hdr, with("nbf", now.Add(time.Hour).Unix()), edSigner(i.key)),
-		"other audience":            sign(t, hdr, with("aud", []string{"someone-else"}), edSigner(i.key)),
-		"other issuer":              sign(t, hdr, with("iss", "https://evil.example"), edSigner(i.key)),
-		"unknown role":              sign(t, hdr, with("role", "root"), edSigner(i.key)),
-		"no subject":                sign(t, hdr, without("sub"), edSigner(i.key)),
-		"device without device id":  sign(t, hdr, with("role", "device"), edSigner(i.key)),
+		"expired":                   sign(t, hdr, with("exp", now.Add(-time.Hour).Unix()), edSigner(i.ring.Load().key)),
+		"no expiry":                 sign(t, hdr, without("exp"), edSigner(i.ring.Load().key)),
+		"not yet valid":             sign(t, hdr, with("nbf", now.Add(time.Hour).Unix()), edSigner(i.ring.Load().key)),
+		"other audience":            sign(t, hdr, with("aud", []string{"someone-else"}), edSigner(i.ring.Load().key)),
+		"other issuer":              sign(t, hdr, with("iss", "https://evil.example"), edSigner(i.ring.Load().key)),
+		"unknown role":              sign(t, hdr, with("role", "root"), edSigner(i.ring.Load().key)),
+		"no subject":                sign(t, hdr, without("sub"), edSigner(i.ring.Load().key)),
+		"device without device id":  sign(t, hdr, with("role", "device"), edSigner(i.ring.Load().key)),
 		"signed by another key":     sign(t, hdr, good(), edSigner(otherKey)),
-		"unknown kid":               sign(t, map[string]any{"alg": "EdDSA", "kid": "nope"}, good(), edSigner(i.key)),
+		"unknown kid":               sign(t, map[string]any{"alg": "EdDSA", "kid": "nope"}, good(), edSigner(i.ring.Load().key)),
 		"tampered claims":           tampered,
-		"alg none":                  sign(t, map[string]any{"alg": "none", "kid": i.kid}, good(), nil),
+		"alg none":                  sign(t, map[string]any{"alg": "none", "kid": i.KeyID()}, good(), nil),
 		"HS256 with the public key": hsWithPublicKey,
 		"garbage":                   "not.a.token",
 		"empty":                     "",
@@ -141,7 +141,7 @@ func TestVerifyRejects(t *testing.T) {
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
 			if name == "sanity: a good token" {
-				if _, err := i.Verify(sign(t, hdr, good(), edSigner(i.key))); err != nil {
+				if _, err := i.Verify(sign(t, hdr, good(), edSigner(i.ring.Load().key))); err != nil {
 					t.Fatalf("got %v, want a good hand-made token to verify", err)
 				}
 				return
@@ -182,11 +182,11 @@ func TestJWKS(t *testing.T) {
 	}
 	k := set.Keys[0]
 	x, err := base64.RawURLEncoding.DecodeString(k["x"])
-	if err != nil || !ed25519.PublicKey(x).Equal(i.key.Public()) {
+	if err != nil || !ed25519.PublicKey(x).Equal(i.ring.Load().key.Public()) {
 		t.Errorf("JWKS x does not match the signing key")
 	}
-	if k["kid"] != i.kid || k["alg"] != "EdDSA" || k["kty"] != "OKP" {
-		t.Errorf("got JWK %v, want OKP/EdDSA with kid %s", k, i.kid)
+	if k["kid"] != i.KeyID() || k["alg"] != "EdDSA" || k["kty"] != "OKP" {
+		t.Errorf("got JWK %v, want OKP/EdDSA with kid %s", k, i.KeyID())
 	}
 }
 

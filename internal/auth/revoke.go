@@ -33,6 +33,7 @@ const pruneEvery = time.Hour
 const (
 	devicePrefix = "dev."
 	tokenPrefix  = "tok."
+	certPrefix   = "crt."
 )
 
 // Revocations says which tokens were revoked. It keeps the whole REVOCATIONS bucket in
@@ -49,8 +50,9 @@ const (
 // token, by its id (jti), whatever its role.
 //
 // Bucket keys are dev.<hex sha256(subject)[:32]>.<hex sha256(device)[:32]> with the
-// revocation time as the value (Unix nanoseconds, decimal), and tok.<hex sha256(jti)[:32]>
-// with the token's expiry as the value (Unix nanoseconds, decimal). Hashing keeps any
+// revocation time as the value (Unix nanoseconds, decimal), tok.<hex sha256(jti)[:32]>
+// with the token's expiry as the value (Unix nanoseconds, decimal), and
+// crt.<hex sha256(x5t#S256)[:32]> with the certificate's expiry. Hashing keeps any
 // subject, device or token id a valid key; the hashes are not meant to hide them.
 //
 // Its methods are safe for concurrent use.
@@ -66,7 +68,9 @@ type Revocations struct {
 	// devices maps a device key to the revocation time (Unix ns).
 	devices map[string]int64
 	// tokens maps a token key to the token's expiry (Unix ns).
-	tokens  map[string]int64
+	tokens map[string]int64
+	// certs maps a device certificate's key to the certificate's expiry (Unix ns).
+	certs   map[string]int64
 	subs    map[int]func()
 	nextSub int
 }
@@ -93,7 +97,8 @@ func NewRevocations(ctx context.Context, js jetstream.JetStream, replicas int, l
 	}
 	r := &Revocations{
 		kv: kv, log: log, now: time.Now,
-		devices: make(map[string]int64), tokens: make(map[string]int64), subs: make(map[int]func()),
+		devices: make(map[string]int64), tokens: make(map[string]int64), certs: make(map[string]int64),
+		subs: make(map[int]func()),
 	}
 	if err := r.load(ctx); err != nil {
 		return nil, err
@@ -101,72 +106,23 @@ func NewRevocations(ctx context.Context, js jetstream.JetStream, replicas int, l
 	return r, nil
 }
 
-// load applies every entry of the bucket, returning once the watch has delivered them all
-// (it marks that with a nil entry).
+// load applies every entry of the bucket.
 func (r *Revocations) load(ctx context.Context) error {
-	w, err := r.kv.WatchAll(ctx)
+	rev, err := loadBucket(ctx, r.kv, r.apply)
 	if err != nil {
-		return fmt.Errorf("load revocations: %w", err)
+		return err
 	}
-	defer stop(w)
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("load revocations: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("load revocations: watch stopped")
-			}
-			if e == nil {
-				return nil
-			}
-			r.apply(e)
-			r.loaded = max(r.loaded, e.Revision())
-		}
-	}
+	r.loaded = rev
+	return nil
 }
 
 // Run applies revocations made by any process until ctx is done, calling the Subscribe
 // callbacks after each. Call it once, and start it before serving: checks are only as
 // fresh as the watch.
 func (r *Revocations) Run(ctx context.Context) error {
-	// Resuming after the revision the constructor loaded leaves no gap between the two
-	// watches; an entry seen by both is applied twice, which changes nothing.
-	w, err := r.kv.WatchAll(ctx, jetstream.ResumeFromRevision(r.loaded+1))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("watch revocations: %w", err)
-	}
-	defer stop(w)
-	tick := time.NewTicker(pruneEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			r.prune(r.now())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("revocation watch stopped")
-			}
-			if e != nil && r.apply(e) {
-				r.notify()
-			}
-		}
-	}
-}
-
-// stop stops w and drains its channel in the background: its delivery goroutine may be
-// blocked on the full channel and must finish before the channel is closed.
-func stop(w jetstream.KeyWatcher) {
-	w.Stop()
-	go func() {
-		for range w.Updates() {
-		}
-	}()
+	// An entry seen by both load and Run is applied twice, which changes nothing.
+	return followBucket(ctx, r.kv, r.loaded, r.apply, func(jetstream.KeyValueEntry) { r.notify() },
+		pruneEvery, func() { r.prune(r.now()) })
 }
 
 // apply records e in memory and reports whether it revoked something. A deleted or purged
@@ -180,6 +136,8 @@ func (r *Revocations) apply(e jetstream.KeyValueEntry) bool {
 		m = r.devices
 	case strings.HasPrefix(key, tokenPrefix):
 		m = r.tokens
+	case strings.HasPrefix(key, certPrefix):
+		m = r.certs
 	default:
 		r.log.Warn("unknown key in revocation bucket", "key", key)
 		return false
@@ -225,20 +183,28 @@ func (r *Revocations) prune(now time.Time) {
 			delete(r.devices, k)
 		}
 	}
-	for k, exp := range r.tokens {
-		if exp+int64(Leeway) < n {
-			delete(r.tokens, k)
+	for _, m := range []map[string]int64{r.tokens, r.certs} {
+		for k, exp := range m {
+			if exp+int64(Leeway) < n {
+				delete(m, k)
+			}
 		}
 	}
 }
 
-// Revoked reports whether p's token was revoked: its id is listed, or it is a device token
-// (p.Device set) issued no later than the second its device was revoked in.
+// Revoked reports whether p's token was revoked: its id is listed, the certificate it is
+// bound to is, or it is a device token (p.Device set) issued no later than the second its
+// device was revoked in.
 func (r *Revocations) Revoked(p pulsebase.Principal) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if p.TokenID != "" && len(r.tokens) > 0 {
 		if _, ok := r.tokens[tokenKey(p.TokenID)]; ok {
+			return true
+		}
+	}
+	if p.Confirmation != "" && len(r.certs) > 0 {
+		if _, ok := r.certs[certKey(p.Confirmation)]; ok {
 			return true
 		}
 	}
@@ -292,6 +258,35 @@ func (r *Revocations) RevokeToken(ctx context.Context, p pulsebase.Principal) er
 	return nil
 }
 
+// RevokeCertificate revokes the device certificate with thumbprint x5t (RFC 8705
+// x5t#S256) until its expiry notAfter, like RevokeToken: the device listener refuses the
+// certificate, and every token bound to it, from then on.
+func (r *Revocations) RevokeCertificate(ctx context.Context, x5t string, notAfter time.Time) error {
+	if x5t == "" {
+		return errors.New("revoke certificate: no thumbprint")
+	}
+	key := certKey(x5t)
+	r.mu.Lock()
+	r.certs[key] = notAfter.UnixNano()
+	r.mu.Unlock()
+	if _, err := r.kv.Put(ctx, key, []byte(strconv.FormatInt(notAfter.UnixNano(), 10))); err != nil {
+		return fmt.Errorf("revoke certificate: %w", err)
+	}
+	return nil
+}
+
+// CertificateRevoked reports whether the device certificate with thumbprint x5t was
+// revoked.
+func (r *Revocations) CertificateRevoked(x5t string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if len(r.certs) == 0 {
+		return false
+	}
+	_, ok := r.certs[certKey(x5t)]
+	return ok
+}
+
 // Subscribe registers fn to be called after any revocation, by any process, has been
 // applied, so that holders of long-lived connections can check them again with Revoked.
 // fn runs on the watch goroutine: it must return quickly (signal a channel, say). After
@@ -314,6 +309,12 @@ func deviceKey(subject, device string) string {
 	s := sha256.Sum256([]byte(subject))
 	d := sha256.Sum256([]byte(device))
 	return devicePrefix + hex.EncodeToString(s[:16]) + "." + hex.EncodeToString(d[:16])
+}
+
+// certKey is the bucket key of a device certificate, by thumbprint.
+func certKey(x5t string) string {
+	h := sha256.Sum256([]byte(x5t))
+	return certPrefix + hex.EncodeToString(h[:16])
 }
 
 // tokenKey is the bucket key of the token with id jti.

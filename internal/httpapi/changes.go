@@ -17,10 +17,7 @@ const (
 )
 
 func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	if s.deps.JetStream == nil {
 		writeProblem(w, pulsebase.EUNAVAILABLE, "this server has no broker connection for the change feed")
 		return

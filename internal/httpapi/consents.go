@@ -11,22 +11,6 @@ import (
 	"github.com/pulsebase/pulsebase"
 )
 
-// ownUser resolves the {user} of a user-scoped path for the caller: "me" or the caller's
-// own internal id. Anyone else's id answers 404, so that a caller cannot learn which ids
-// exist. (Coaches reading users who granted them access come with issue [6].)
-func (s *Server) ownUser(w http.ResponseWriter, r *http.Request) (pulsebase.User, bool) {
-	usr, err := s.deps.Users.Resolve(r.Context(), principal(r).Subject)
-	if err != nil {
-		s.internalError(w, r, "resolve user", err)
-		return pulsebase.User{}, false
-	}
-	if id := r.PathValue("user"); id != "me" && id != usr.ID {
-		writeProblem(w, pulsebase.ENOTFOUND, "no such user")
-		return pulsebase.User{}, false
-	}
-	return usr, true
-}
-
 // consentBody is the body of PUT …/consents.
 type consentBody struct {
 	Collect  map[pulsebase.Category]bool `json:"collect"`
@@ -34,10 +18,7 @@ type consentBody struct {
 }
 
 func (s *Server) handleGetConsents(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	c, err := s.deps.Consent.Get(r.Context(), usr.ID)
 	if err != nil {
 		s.serviceError(w, r, "get consent", err)
@@ -47,10 +28,7 @@ func (s *Server) handleGetConsents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePutConsents(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	var body consentBody
 	if !decodeJSONBody(w, r, &body, 64<<10) {
 		return
@@ -66,10 +44,7 @@ func (s *Server) handlePutConsents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleConsentHistory(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	h, err := s.deps.Consent.History(r.Context(), usr.ID)
 	if err != nil {
 		s.serviceError(w, r, "consent history", err)

@@ -18,10 +18,7 @@ type dailyResponse struct {
 }
 
 func (s *Server) handleDaily(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	q := r.URL.Query()
 	// The default is the week up to today; "today" is the UTC date plus one, so that the
 	// current local day of a user east of UTC is included.
@@ -64,6 +61,9 @@ func (s *Server) handleDaily(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.serviceError(w, r, "open day", err)
 			return
+		}
+		if d := accessOf(r).decision; d.Categories != nil {
+			day = processor.ScopeDay(day, d.MayRead)
 		}
 		out.Days = append(out.Days, day)
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/recommend"
 )
 
@@ -16,10 +17,10 @@ func buildOpenAPI(routes []route, version string) []byte {
 	paths := obj{}
 	for _, rt := range routes {
 		op := obj{"operationId": rt.ID, "summary": rt.Summary, "tags": []string{rt.Tag}}
-		if len(rt.Roles) > 0 {
-			roles := make([]string, len(rt.Roles))
-			for i, r := range rt.Roles {
-				roles[i] = string(r)
+		if rt.Action != "" {
+			var roles []string
+			for _, r := range auth.Roles(rt.Action) {
+				roles = append(roles, string(r))
 			}
 			op["security"] = []obj{{"bearer": []string{}}}
 			op["x-roles"] = roles
@@ -126,6 +127,54 @@ func schemas() obj {
 		},
 	}
 	return obj{
+		"TokenKeyRotation": obj{"type": "object", "required": []string{"kid", "retired_kid", "retired_until"},
+			"properties": obj{"kid": str, "retired_kid": str, "retired_until": dateTime}},
+		"DeviceEnrollment": obj{
+			"type": "object", "required": []string{"csr"},
+			"properties": obj{
+				"device": obj{"type": "string", "description": "the device id (enrollment only): 1..64 printable ASCII characters, no spaces"},
+				"csr":    obj{"type": "string", "description": "PKCS#10 certificate request, PEM (or base64 DER), for an ECDSA P-256/P-384, Ed25519 or RSA ≥ 2048 key"},
+			},
+		},
+		"DeviceCredentials": obj{
+			"type": "object", "required": []string{"device", "serial", "not_after", "access_token", "token_type", "expires_in", "refresh_token"},
+			"properties": obj{
+				"device": str, "serial": str, "not_after": dateTime,
+				"certificate":   obj{"type": "string", "description": "the client certificate, PEM (enrollment and renewal)"},
+				"ca":            obj{"type": "string", "description": "the device CA's certificate, PEM"},
+				"access_token":  obj{"type": "string", "description": "a device token bound to the certificate (cnf x5t#S256)"},
+				"token_type":    str,
+				"expires_in":    integer,
+				"refresh_token": obj{"type": "string", "description": "single-use; rotated at every exchange"},
+				"device_url":    obj{"type": "string", "description": "the device listener's base URL"},
+			},
+		},
+		"Devices": obj{"type": "object", "required": []string{"devices"},
+			"properties": obj{"devices": obj{"type": "array", "items": obj{
+				"type": "object", "required": []string{"id", "serial", "not_after", "enrolled", "renewed", "refreshes"},
+				"properties": obj{"id": str, "serial": str, "not_after": dateTime, "enrolled": dateTime, "renewed": dateTime,
+					"refreshes": integer, "revoked": dateTime, "revoked_reason": obj{"type": "string", "enum": []string{"owner", "refresh_reuse"}}},
+			}}}},
+		"TokenRequest": obj{"type": "object", "required": []string{"grant_type", "refresh_token"},
+			"properties": obj{"grant_type": obj{"type": "string", "enum": []string{"refresh_token"}}, "refresh_token": str}},
+		"GrantInput": obj{
+			"type": "object", "required": []string{"to", "categories", "until"},
+			"properties": obj{
+				"to":         obj{"type": "string", "description": "the grantee's subject"},
+				"categories": obj{"type": "array", "items": obj{"type": "string", "enum": categories}},
+				"until":      dateTime,
+			},
+		},
+		"Grant": obj{
+			"type": "object", "required": []string{"id", "to", "categories", "until", "created", "active"},
+			"properties": obj{
+				"id": str, "to": str, "until": dateTime, "created": dateTime,
+				"categories": obj{"type": "array", "items": obj{"type": "string", "enum": categories}},
+				"active":     obj{"type": "boolean"},
+			},
+		},
+		"Grants": obj{"type": "object", "required": []string{"grants"},
+			"properties": obj{"grants": obj{"type": "array", "items": ref("Grant")}}},
 		"SampleInput": obj{
 			"type":     "object",
 			"required": []string{"type", "value", "start", "source"},

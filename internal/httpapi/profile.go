@@ -30,13 +30,14 @@ func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, doc.View())
 }
 
-// profileUser is ownUser for the profile routes, which also need the profile service.
+// profileUser is the owner of a profile route's request, which also needs the profile
+// service.
 func (s *Server) profileUser(w http.ResponseWriter, r *http.Request) (pulsebase.User, bool) {
 	if s.deps.Profiles == nil {
 		writeProblem(w, pulsebase.EUNAVAILABLE, "profiles are not served here")
 		return pulsebase.User{}, false
 	}
-	return s.ownUser(w, r)
+	return owner(r), true
 }
 
 // profileOpsBody is the body of POST …/profile/ops.

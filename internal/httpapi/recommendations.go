@@ -40,10 +40,7 @@ type recommendationsResponse struct {
 }
 
 func (s *Server) handleRecommendations(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	q := r.URL.Query()
 	now := time.Now().UTC()
 	rq := recommend.Query{Now: now, Active: true}
@@ -55,6 +52,7 @@ func (s *Server) handleRecommendations(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, pulsebase.EINVALID, "state must be active or all")
 		return
 	}
+	var ok bool
 	if rq.Limit, ok = limitParam(w, q.Get("limit"), defaultRecommendations, maxRecommendations); !ok {
 		return
 	}
@@ -68,7 +66,31 @@ func (s *Server) handleRecommendations(w http.ResponseWriter, r *http.Request) {
 		s.serviceError(w, r, "list recommendations", err)
 		return
 	}
+	list = slices.DeleteFunc(list, func(rec recommend.Recommendation) bool { return !s.mayReadKind(r, rec.Kind) })
 	writeJSON(w, http.StatusOK, recommendationsResponse{Recommendations: list})
+}
+
+// mayReadKind reports whether the caller may read recommendations of kind: a reader of
+// some categories only (a coach) sees those whose rule reads nothing else; a kind no rule
+// of the library in use names is shown to them not at all.
+func (s *Server) mayReadKind(r *http.Request, kind string) bool {
+	d := accessOf(r).decision
+	if d.Categories == nil {
+		return d.Allowed()
+	}
+	if s.deps.Rules == nil {
+		return false
+	}
+	rule := s.deps.Rules.Library().Rule(kind)
+	if rule == nil {
+		return false
+	}
+	for _, c := range rule.Categories {
+		if !d.MayRead(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // limitParam parses a limit query parameter from 1 to max (def when absent), answering
@@ -111,10 +133,7 @@ func (s *Server) handleFeedback(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, pulsebase.EUNAVAILABLE, "recommendation feedback is not served here")
 		return
 	}
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	var body feedbackBody
 	if !decodeJSONBody(w, r, &body, maxFeedbackBodyBytes) {
 		return
@@ -247,10 +266,7 @@ func (s *Server) recommendation(w http.ResponseWriter, r *http.Request, user str
 }
 
 func (s *Server) handleRecommendationDecision(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	keys, rec, ok := s.recommendation(w, r, usr.ID)
 	if !ok {
 		return
@@ -282,10 +298,7 @@ type decisionsResponse struct {
 }
 
 func (s *Server) handleDecisions(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	q := r.URL.Query()
 	since := time.Now().Add(-defaultDecisionsWindow)
 	if v := q.Get("since"); v != "" {

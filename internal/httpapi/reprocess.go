@@ -1,14 +1,14 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/processor"
 )
-
-// admins run operations; they never read a user's data through these routes.
-var admins = []pulsebase.Role{pulsebase.RoleAdmin}
 
 // reprocessBody is the body of POST /v1/admin/reprocess.
 type reprocessBody struct {
@@ -68,4 +68,24 @@ func (s *Server) partitions() int {
 		return s.deps.Partitions
 	}
 	return 64
+}
+
+// handleRotateTokenKey replaces the built-in issuer's signing key. Tokens signed by the
+// old key stay valid until they expire (the old key stays in the JWKS that long); other
+// processes sharing the data directory pick the new key up within a minute, or at once
+// when they meet a token signed with it.
+func (s *Server) handleRotateTokenKey(w http.ResponseWriter, r *http.Request) {
+	rot, err := s.deps.Issuer.Rotate(time.Now())
+	if err != nil {
+		s.internalError(w, r, "rotate token key", err)
+		return
+	}
+	if s.deps.Audit != nil {
+		d, _ := json.Marshal(rot)
+		if err := s.deps.Audit.AppendKeyEvent(r.Context(), pulsebase.KeyEvent{At: time.Now().UTC(),
+			Actor: string(principal(r).Role) + ":" + principal(r).Subject, Action: "token.rotate", Detail: string(d)}); err != nil {
+			s.deps.Log.LogAttrs(r.Context(), slog.LevelError, "record token key rotation", slog.Any("err", err))
+		}
+	}
+	writeJSON(w, http.StatusOK, rot)
 }

@@ -11,21 +11,13 @@ import (
 )
 
 // handleSamples is POST /v1/samples. Checks run cheapest first: the token (done by wrap),
-// the target user, the content type, the body size, the decoding, then per-sample
+// the target user (done by the policy), the content type, the body size, the decoding, then per-sample
 // validation in the ingest service.
 func (s *Server) handleSamples(w http.ResponseWriter, r *http.Request) {
-	p := principal(r)
-	usr, err := s.deps.Users.Resolve(r.Context(), p.Subject)
-	if err != nil {
-		s.internalError(w, r, "resolve user", err)
-		return
-	}
-	// A token writes for its own user only. ?user= may name that user ("me" or the internal
-	// id); naming anyone else is refused, so a device can never inject data for another user.
-	if target := r.URL.Query().Get("user"); target != "" && target != "me" && target != usr.ID {
-		writeProblem(w, pulsebase.EFORBIDDEN, "a token may only write samples for its own user")
-		return
-	}
+	// The policy let the token write for this user: its own (a user or device token; ?user=
+	// naming anyone else was refused with 403, so a device can never inject data for
+	// another user) or, for an internal service, the one named.
+	p, usr := principal(r), owner(r)
 	ct := r.Header.Get("Content-Type")
 	if media, _ := mediaType(r); media == ingest.MediaSealed {
 		s.handleSealed(w, r, usr, p)

@@ -21,10 +21,7 @@ type seriesResponse struct {
 }
 
 func (s *Server) handleSeries(w http.ResponseWriter, r *http.Request) {
-	usr, ok := s.ownUser(w, r)
-	if !ok {
-		return
-	}
+	usr := owner(r)
 	typ, ok := pulsebase.LookupType(r.PathValue("type"))
 	if !ok {
 		writeProblem(w, pulsebase.ENOTFOUND, "unknown sample type")

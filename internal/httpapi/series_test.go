@@ -78,7 +78,7 @@ func TestSeriesShowsProcessedSamples(t *testing.T) {
 		{"/v1/users/unobody/series/heart_rate", "404"},
 	} {
 		if r := pbtest.Do(t, "GET", s.URL+c.query, tok, "", nil); fmt.Sprint(r.Status) != c.want || !strings.Contains(r.Header.Get("Content-Type"), "problem") {
-			t.Errorf("%s: got %d, want %s problem+json", c.query, r.Status, c.want)
+			t.Errorf("%s: got %d %s, want %s problem+json", c.query, r.Status, r.Body, c.want)
 		}
 	}
 }
@@ -125,7 +125,7 @@ func TestDailyShowsDerivedMetrics(t *testing.T) {
 		{"/v1/users/unobody/daily", "404"},
 	} {
 		if r := pbtest.Do(t, "GET", s.URL+c.query, tok, "", nil); fmt.Sprint(r.Status) != c.want || !strings.Contains(r.Header.Get("Content-Type"), "problem") {
-			t.Errorf("%s: got %d, want %s problem+json", c.query, r.Status, c.want)
+			t.Errorf("%s: got %d %s, want %s problem+json", c.query, r.Status, r.Body, c.want)
 		}
 	}
 	// Another user's token sees none of it.

@@ -7,6 +7,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -72,6 +73,21 @@ type Deps struct {
 	// RateLimits bound requests per source address and per principal; zero rates are
 	// unlimited.
 	RateLimits RateLimits
+	// Tokens verifies bearer tokens (the built-in issuer and any external OpenID
+	// providers); nil means the built-in issuer only.
+	Tokens auth.Verifier
+	// Policy decides every request; nil means auth.NewPolicy(Grants).
+	Policy *auth.Policy
+	// Grants keeps users' grants to coaches; nil: the grant routes answer 503 and coaches
+	// see nothing.
+	Grants *auth.Grants
+	// Audit records break-glass accesses; without it an admin cannot break glass.
+	Audit pulsebase.KeyEventStore
+	// Devices enrolls devices with the device CA; nil: the enrollment, renewal and token
+	// routes answer 503.
+	Devices *auth.Devices
+	// DeviceURL is the device (mutual TLS) listener's base URL, told to enrolled devices.
+	DeviceURL string
 }
 
 // Store is what the HTTP layer reads and writes in the database besides the services'
@@ -88,12 +104,23 @@ type Server struct {
 	feedbackLocks [64]sync.Mutex
 	// byAddress and byPrincipal are the rate limits' buckets (nil: unlimited).
 	byAddress, byPrincipal *limiters
+	authn                  *auth.Authenticator
 }
 
 // New returns a server whose router and OpenAPI document are built from routes().
 func New(d Deps) *Server {
+	if d.Tokens == nil {
+		d.Tokens = d.Issuer
+	}
+	if d.Policy == nil {
+		var gi auth.GrantIndex
+		if d.Grants != nil {
+			gi = d.Grants
+		}
+		d.Policy = auth.NewPolicy(gi)
+	}
 	s := &Server{deps: d, mux: http.NewServeMux(), byAddress: newLimiters(d.RateLimits.PerAddress),
-		byPrincipal: newLimiters(d.RateLimits.PerPrincipal)}
+		byPrincipal: newLimiters(d.RateLimits.PerPrincipal), authn: &auth.Authenticator{Tokens: d.Tokens, Revocations: d.Revocations}}
 	byPath := map[string]bool{}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
@@ -151,17 +178,39 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 
 type ctxKey int
 
-const principalKey ctxKey = 0
+const accessKey ctxKey = 0
 
-// principal returns the authenticated principal of r; handlers of routes with roles always
-// have one.
-func principal(r *http.Request) pulsebase.Principal {
-	p, _ := r.Context().Value(principalKey).(pulsebase.Principal)
-	return p
+// access is what the policy layer established for a request: who asks, as which
+// internal user, for whose data, and what it may see.
+type access struct {
+	principal pulsebase.Principal
+	// self is the caller's own internal user ("" for roles without one: admin, service,
+	// analyst).
+	self string
+	// owner is the user whose data the request touches ("" for operations).
+	owner    string
+	decision auth.Decision
 }
 
-// wrap adds what every route gets: panic recovery, latency metrics, and for routes that
-// require roles, authentication and the role check.
+// accessOf returns what the policy established for r; handlers of routes with an action
+// always have it.
+func accessOf(r *http.Request) access {
+	a, _ := r.Context().Value(accessKey).(access)
+	return a
+}
+
+// principal returns the authenticated principal of r.
+func principal(r *http.Request) pulsebase.Principal { return accessOf(r).principal }
+
+// owner returns the user whose data r touches, as the policy allowed it.
+func owner(r *http.Request) pulsebase.User { return pulsebase.User{ID: accessOf(r).owner} }
+
+// BreakGlassHeader carries the reason an admin states to read a user's data; every such
+// access is recorded.
+const BreakGlassHeader = "Pulsebase-Break-Glass"
+
+// wrap adds what every route gets: panic recovery, latency metrics, and for routes with an
+// action, authentication and the policy's decision.
 func (s *Server) wrap(rt route) http.Handler {
 	h := rt.handler
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -187,7 +236,7 @@ func (s *Server) wrap(rt route) http.Handler {
 				return
 			}
 		}
-		if len(rt.Roles) > 0 {
+		if rt.Action != "" {
 			p, ok := s.authenticate(sw, r)
 			if !ok {
 				return
@@ -196,14 +245,95 @@ func (s *Server) wrap(rt route) http.Handler {
 				s.tooMany(sw, "principal", wait)
 				return
 			}
-			if !rt.allows(p.Role) {
-				writeProblem(sw, pulsebase.EFORBIDDEN, "role "+string(p.Role)+" may not do this")
+			a, ok := s.authorize(sw, r, rt, p)
+			if !ok {
 				return
 			}
-			r = r.WithContext(context.WithValue(r.Context(), principalKey, p))
+			r = r.WithContext(context.WithValue(r.Context(), accessKey, a))
 		}
 		h(s, sw, r)
 	})
+}
+
+// hasAccount are the roles whose subject is a user of the service, with an internal id.
+func hasAccount(r pulsebase.Role) bool {
+	return r == pulsebase.RoleUser || r == pulsebase.RoleDevice || r == pulsebase.RoleCoach
+}
+
+// authorize asks the policy about r and answers the refusal itself: 403 when the role may
+// never do this, 404 when it may for some users but not this one (so that nobody learns
+// which ids exist). A break-glass access is recorded before it is allowed.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route, p pulsebase.Principal) (access, bool) {
+	a := access{principal: p}
+	if hasAccount(p.Role) {
+		usr, err := s.deps.Users.Resolve(r.Context(), p.Subject)
+		if err != nil {
+			s.internalError(w, r, "resolve user", err)
+			return access{}, false
+		}
+		a.self = usr.ID
+	}
+	switch rt.Owner {
+	case ownerSelf:
+		a.owner = a.self
+	case ownerPath, ownerQuery:
+		id := r.PathValue("user")
+		if rt.Owner == ownerQuery {
+			id = r.URL.Query().Get("user")
+		}
+		if id == "" || id == "me" {
+			id = a.self
+		}
+		a.owner = id
+	}
+	req := auth.Request{Principal: p, Self: a.self, Action: rt.Action, Owner: a.owner,
+		Device: r.PathValue("id"), BreakGlass: strings.TrimSpace(r.Header.Get(BreakGlassHeader))}
+	if rt.Category != nil {
+		req.Category = rt.Category(r)
+	}
+	a.decision = s.deps.Policy.Decide(req)
+	switch a.decision.Denial {
+	case auth.Forbidden:
+		s.deps.Metrics.AuthFailures.WithLabelValues("forbidden").Inc()
+		detail := "role " + string(p.Role) + " may not do this"
+		if rt.Action == auth.ActSamplesWrite && a.owner != a.self {
+			detail = "a token may only write samples for its own user"
+		}
+		writeProblem(w, pulsebase.EFORBIDDEN, detail)
+		return access{}, false
+	case auth.NotFound:
+		writeProblem(w, pulsebase.ENOTFOUND, "no such user")
+		return access{}, false
+	}
+	if a.decision.BreakGlass {
+		if !s.recordBreakGlass(r, rt, a, req.BreakGlass) {
+			writeProblem(w, pulsebase.EUNAVAILABLE, "the break-glass access could not be recorded, so it is refused")
+			return access{}, false
+		}
+	}
+	return a, true
+}
+
+// recordBreakGlass appends an admin's access to a user's data, with the stated reason, to
+// the audit log (the key events), and reports whether it was recorded.
+func (s *Server) recordBreakGlass(r *http.Request, rt route, a access, reason string) bool {
+	if s.deps.Audit == nil {
+		return false
+	}
+	if len(reason) > 500 {
+		reason = reason[:500]
+	}
+	d, _ := json.Marshal(map[string]string{"user": a.owner, "route": rt.Method + " " + rt.Pattern,
+		"reason": reason, "token": a.principal.TokenID})
+	err := s.deps.Audit.AppendKeyEvent(r.Context(), pulsebase.KeyEvent{At: time.Now().UTC(),
+		Actor: "admin:" + a.principal.Subject, Action: "access.break_glass", Detail: string(d)})
+	if err != nil {
+		s.deps.Log.LogAttrs(r.Context(), slog.LevelError, "record break-glass access", slog.Any("err", err))
+		return false
+	}
+	s.deps.Log.LogAttrs(r.Context(), slog.LevelWarn, "break-glass access", slog.String("route", rt.Pattern),
+		slog.String("admin", a.principal.Subject), slog.String("reason", reason))
+	return true
 }
 
 // securityHeaders are sent with every answer: the API serves JSON only, so nothing may be
@@ -235,13 +365,13 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (pulsebase
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return fail("malformed", "the Authorization header must be 'Bearer <token>'")
 	}
-	p, err := s.deps.Issuer.Verify(strings.TrimSpace(tok))
-	if err != nil {
+	p, err := s.authn.Authenticate(strings.TrimSpace(tok), r.TLS)
+	switch {
+	case errors.Is(err, auth.ErrRevoked):
+		return fail("revoked", "the bearer token was revoked")
+	case err != nil:
 		s.deps.Log.LogAttrs(r.Context(), slog.LevelDebug, "token refused", slog.String("reason", reasonOf(err)))
 		return fail("invalid", "the bearer token is invalid or expired")
-	}
-	if s.deps.Revocations != nil && s.deps.Revocations.Revoked(p) {
-		return fail("revoked", "the bearer token was revoked")
 	}
 	return p, true
 }

@@ -10,6 +10,7 @@ package pbtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -95,8 +96,14 @@ type Server struct {
 	Metrics *telemetry.Metrics
 	// Revocations and Gateway are the server's token revocations and sync gateway.
 	Revocations *auth.Revocations
-	Gateway     *syncgw.Gateway
-	Ingest      *ingest.Service
+	// Grants are the users' grants to coaches.
+	Grants *auth.Grants
+	// DeviceURL is the device listener (mutual TLS with DeviceCA's certificates).
+	DeviceURL string
+	DeviceCA  *auth.DeviceCA
+	Devices   *auth.Devices
+	Gateway   *syncgw.Gateway
+	Ingest    *ingest.Service
 	// Logs receives everything the server logs, as JSON lines.
 	Logs *SyncBuffer
 }
@@ -167,11 +174,34 @@ func MustOpenServerOpts(t TB, o Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	grants, err := auth.NewGrants(ctx, brk.JetStream(), 1, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := auth.NewPolicy(grants)
+	authn := &auth.Authenticator{Tokens: iss, Revocations: revs}
+	deviceCA, err := auth.OpenDeviceCA(ctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices, err := auth.NewDevices(ctx, brk.JetStream(), 1, deviceCA, iss, revs, httpapi.DeviceSealer{Vault: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The device listener: the same API over mutual TLS with the device CA, as
+	// --device-mtls-addr serves it.
+	dl := httptest.NewUnstartedServer(nil)
+	dlCfg := deviceCA.TLSConfig(tls.Certificate{})
+	dlCfg.Certificates = nil
+	dlCfg.GetCertificate = deviceCA.ServerCertificates([]string{"127.0.0.1", "localhost"})
+	dl.TLS = dlCfg
 	runCtx, cancel := context.WithCancel(ctx)
 	consentDone := make(chan error, 1)
 	go func() { consentDone <- cons.Run(runCtx) }()
 	revsDone := make(chan error, 1)
 	go func() { revsDone <- revs.Run(runCtx) }()
+	grantsDone := make(chan error, 1)
+	go func() { grantsDone <- grants.Run(runCtx) }()
 	vaultDone := make(chan error, 1)
 	go func() { vaultDone <- v.Watch(runCtx) }()
 	m := telemetry.NewMetrics()
@@ -194,30 +224,37 @@ func MustOpenServerOpts(t TB, o Options) *Server {
 	ing := ingest.NewService(v, cons, brk, m, log, nil)
 	gw := syncgw.New(cfg, syncgw.Deps{
 		JetStream: brk.JetStream(), Vault: v, Store: store, Ingest: ing, Profiles: profiles, Consent: cons,
-		Revocations: revs, Verify: iss.Verify, Resolve: users.Resolve, Metrics: m, Log: log,
+		Revocations: revs, Authenticate: authn.Authenticate, Resolve: users.Resolve, Metrics: m, Log: log,
+		Policy: policy, Grants: grants,
 	})
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Run(runCtx) }()
 	api := httpapi.New(httpapi.Deps{
 		Issuer: iss, Users: users, Ingest: ing, Consent: cons, Vault: v, Store: store, Metrics: m,
 		JetStream: brk.JetStream(), Partitions: brk.Partitions(), Profiles: profiles, Sync: gw, Revocations: revs,
-		Rules: o.Rules, Ready: brk.Ready, Log: log, Version: "test",
+		Rules: o.Rules, Ready: brk.Ready, Log: log, Version: "test", Grants: grants, Policy: policy, Audit: store,
+		Devices: devices, DeviceURL: "https://" + dl.Listener.Addr().String(),
 	})
 	hs := httptest.NewServer(api.Handler())
+	dl.Config.Handler = api.Handler()
+	dl.StartTLS()
 	WaitFor(t, 10*time.Second, "the sync gateway", gw.Ready)
 	t.Cleanup(func() {
 		cancel()
 		<-gwDone
 		hs.Close()
+		dl.Close()
 		<-consentDone
 		<-revsDone
+		<-grantsDone
 		<-vaultDone
 		<-procDone
 		brk.Close()
 		store.Close()
 	})
 	return &Server{URL: hs.URL, DataDir: dir, Issuer: iss, Broker: brk, Store: store, Vault: v, Users: users,
-		Consent: cons, Metrics: m, Logs: logs, Revocations: revs, Gateway: gw, Ingest: ing}
+		Consent: cons, Metrics: m, Logs: logs, Revocations: revs, Gateway: gw, Ingest: ing, Grants: grants,
+		DeviceURL: "https://" + dl.Listener.Addr().String(), DeviceCA: deviceCA, Devices: devices}
 }
 
 // Token mints a token for subject with role (and device, for device tokens).
@@ -270,6 +307,12 @@ func (r Response) JSON(t TB, v any) {
 // Do sends a request with an optional bearer token and content type.
 func Do(t TB, method, url, token, contentType string, body []byte) Response {
 	t.Helper()
+	return DoWith(t, http.DefaultClient, method, url, token, contentType, body)
+}
+
+// DoWith is Do with client c (a device's mutual-TLS client, say).
+func DoWith(t TB, c *http.Client, method, url, token, contentType string, body []byte) Response {
+	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +323,7 @@ func Do(t TB, method, url, token, contentType string, body []byte) Response {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/crdt"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/processor"
@@ -66,7 +68,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(-1) // readFrame enforces MaxFrameBytes, answering with an error frame
 	ctx, cancel := context.WithCancel(g.ctx)
-	c := &conn{g: g, ws: ws, cork: sb.cork, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	c := &conn{g: g, ws: ws, cork: sb.cork, ctx: ctx, cancel: cancel, done: make(chan struct{}), tls: r.TLS,
 		limiter: rate.NewLimiter(rate.Limit(g.cfg.FramesPerSecond), g.cfg.FrameBurst)}
 	c.cond = sync.NewCond(&c.mu)
 	// The connection gets a goroutine of its own, and this one returns: the HTTP
@@ -183,10 +185,19 @@ type conn struct {
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
 
-	// Set by the hello, then fixed.
+	// tls is the connection's TLS state (nil over plain HTTP): a certificate-bound token is
+	// valid only with its certificate.
+	tls *tls.ConnectionState
+
+	// Set by the hello, then fixed. user is the owner of the data synced; self the
+	// caller's own internal id (user for the user and their devices, "" for a role
+	// without an account); access what the policy allowed, whose Categories are nil
+	// unless the caller may read some categories only (a coach).
 	principal pulsebase.Principal
 	user      string
+	self      string
 	device    string
+	access    auth.Decision
 
 	mu        sync.Mutex
 	cond      *sync.Cond // signalled when the queue shrinks or the connection closes
@@ -313,38 +324,56 @@ func (c *conn) hello(f inFrame) error {
 	if f.Type != "hello" || f.Token == "" {
 		return deny(pulsebase.EUNAUTHORIZED, "the first frame is a hello with a token", CloseUnauthenticated)
 	}
-	p, err := c.g.deps.Verify(f.Token)
-	if err != nil {
+	p, err := c.g.deps.Authenticate(f.Token, c.tls)
+	switch {
+	case errors.Is(err, auth.ErrRevoked):
+		return deny(EREVOKED, "the token was revoked", CloseRevoked)
+	case err != nil:
 		return deny(pulsebase.EUNAUTHORIZED, "the token is invalid or expired", CloseUnauthenticated)
 	}
-	if r := c.g.deps.Revocations; r != nil && r.Revoked(p) {
-		return deny(EREVOKED, "the token was revoked", CloseRevoked)
-	}
 	device := f.Device
-	switch p.Role {
-	case pulsebase.RoleDevice:
+	if p.Role == pulsebase.RoleDevice {
 		if device != "" && device != p.Device {
 			return deny(pulsebase.EFORBIDDEN, "the token was minted for another device", CloseForbidden)
 		}
 		device = p.Device
-	case pulsebase.RoleUser:
-	default:
-		return deny(pulsebase.EFORBIDDEN, "only user and device tokens sync; role "+string(p.Role)+" may not", CloseForbidden)
+	}
+	// The policy decides whose data the caller may sync, and which of it, as it does for
+	// the HTTP API; roles without an account (admin, analyst, service) have no self and
+	// are refused by it.
+	self := ""
+	switch p.Role {
+	case pulsebase.RoleUser, pulsebase.RoleDevice, pulsebase.RoleCoach:
+		usr, err := c.g.deps.Resolve(c.ctx, p.Subject)
+		if err != nil {
+			return c.unavailable("resolve user", err)
+		}
+		self = usr.ID
+	}
+	owner := f.User
+	if owner == "" || owner == "me" {
+		owner = self
+	}
+	access := c.g.deps.Policy.Decide(auth.Request{Principal: p, Self: self, Action: auth.ActSync, Owner: owner})
+	if !access.Allowed() {
+		// Whether the user exists or the caller lacks a grant, the answer is the same,
+		// so that a hello cannot probe for user ids.
+		detail := "role " + string(p.Role) + " may not sync this user's data"
+		if p.Role == pulsebase.RoleCoach {
+			detail = "no grant of this user's data to this coach is in force"
+		}
+		return deny(pulsebase.EFORBIDDEN, detail, CloseForbidden)
 	}
 	if !validDevice(device) {
 		return &frameError{pulsebase.EINVALID, "device must be 1 to 64 printable ASCII characters without spaces", websocket.StatusPolicyViolation}
 	}
-	usr, err := c.g.deps.Resolve(c.ctx, p.Subject)
-	if err != nil {
-		return c.unavailable("resolve user", err)
-	}
-	c.principal, c.device = p, device
+	c.principal, c.device, c.self, c.access = p, device, self, access
 	if exp := p.Expires; !exp.IsZero() {
 		c.after(timerExpiry, time.Until(exp), func() {
 			c.fail(pulsebase.EUNAUTHORIZED, "the token expired; reconnect with a new one", CloseUnauthenticated)
 		})
 	}
-	f2, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, usr.ID)
+	f2, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, owner)
 	if err != nil {
 		return c.unavailable("open feed", err)
 	}
@@ -359,29 +388,34 @@ func (c *conn) hello(f inFrame) error {
 	// Register before reading the feed (see the package documentation), with every live
 	// message held until the history or the snapshot is out.
 	c.mu.Lock()
-	c.user, c.authed, c.replaying, c.lastSeq = usr.ID, true, true, pos.Seq
+	c.user, c.authed, c.replaying, c.lastSeq = owner, true, true, pos.Seq
 	c.mu.Unlock()
 	if err := c.g.register(c); err != nil {
 		return &frameError{pulsebase.ErrorCode(err), pulsebase.ErrorMessage(err), websocket.StatusPolicyViolation}
 	}
+	// A grant deleted between the decision and the registration changed nothing the
+	// gateway watched for this connection yet: decide again now that it is watched.
+	if c.scoped() && !c.g.grantHolds(c) {
+		return deny(pulsebase.EFORBIDDEN, "the grant was revoked or changed; reconnect", CloseForbidden)
+	}
 	if recovered {
-		c.reply(welcome{Type: "welcome", Cursor: *f.Cursor, Recovered: true, User: usr.ID, Device: device})
+		c.reply(welcome{Type: "welcome", Cursor: *f.Cursor, Recovered: true, User: owner, Device: device})
 		go c.replay(f2, pos)
 		return nil
 	}
 	// Without a usable cursor, the client starts from the state as it is now: the head
 	// of the stream read after registering, then the state read after that.
-	head, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, usr.ID)
+	head, err := processor.OpenFeed(c.ctx, c.g.deps.JetStream, owner)
 	if err != nil {
 		return c.unavailable("open feed", err)
 	}
-	snap, err := c.g.snapshot(c.ctx, usr.ID)
+	snap, err := c.g.snapshot(c.ctx, owner, c.access)
 	if err != nil {
 		return c.unavailable("snapshot", err)
 	}
 	c.g.deps.Metrics.SyncSnapshots.Inc()
-	c.reply(welcome{Type: "welcome", Cursor: head.Head().Encode(usr.ID), Recovered: false, Snapshot: snap,
-		User: usr.ID, Device: device, Reason: reason})
+	c.reply(welcome{Type: "welcome", Cursor: head.Head().Encode(owner), Recovered: false, Snapshot: snap,
+		User: owner, Device: device, Reason: reason})
 	c.goLive(head.Head().Seq)
 	return nil
 }
@@ -429,6 +463,7 @@ func (c *conn) replay(f *processor.Feed, pos processor.Cursor) {
 			c.failWith(c.unavailable("open change message "+strconv.FormatUint(m.Sequence, 10), err))
 			return
 		}
+		frames = c.scopeFrames(frames)
 		c.mu.Lock()
 		c.push(frames, true)
 		c.mu.Unlock()
@@ -462,8 +497,10 @@ func (c *conn) goLive(last uint64) {
 	c.held, c.heldBytes = nil, 0
 }
 
-// deliver takes a live message of the user's feed.
+// deliver takes a live message of the user's feed. frames are shared by every connection
+// of the user: a scoped connection takes its own reduced copy.
 func (c *conn) deliver(seq uint64, frames []frame) {
+	frames = c.scopeFrames(frames)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || seq <= c.lastSeq {
@@ -689,6 +726,10 @@ func (c *conn) samples(f inFrame) error {
 	if f.Ref == "" || len(f.Ref) > 64 {
 		return &frameError{pulsebase.EINVALID, "a samples frame needs a ref of 1 to 64 bytes", websocket.StatusPolicyViolation}
 	}
+	if !c.may(auth.ActSamplesWrite) {
+		c.reply(errorFrame{Type: "error", Ref: f.Ref, Code: pulsebase.EFORBIDDEN, Detail: "this connection may not write samples for this user"})
+		return nil
+	}
 	body := make([]byte, 0, len(f.Samples)+12)
 	body = append(append(append(body, `{"samples":`...), f.Samples...), '}')
 	in, err := ingest.DecodeBatch("application/json", body, maxSamples)
@@ -722,6 +763,10 @@ func (c *conn) samples(f inFrame) error {
 func (c *conn) ops(f inFrame) error {
 	if f.Ref == "" || len(f.Ref) > 64 {
 		return &frameError{pulsebase.EINVALID, "an ops frame needs a ref of 1 to 64 bytes", websocket.StatusPolicyViolation}
+	}
+	if !c.may(auth.ActProfileWrite) {
+		c.reply(errorFrame{Type: "error", Ref: f.Ref, Code: pulsebase.EFORBIDDEN, Detail: "this connection may not edit this user's profile"})
+		return nil
 	}
 	bad := func(code, detail string) error {
 		c.reply(errorFrame{Type: "error", Ref: f.Ref, Code: code, Detail: detail})
@@ -786,6 +831,13 @@ func (c *conn) ops(f inFrame) error {
 	}
 	c.reply(opsAck{Type: "ack", Ref: f.Ref, Cursor: cursor, Version: out.Version, Results: results})
 	return nil
+}
+
+// may reports whether the policy lets the connection's principal do a to its user's data.
+// A connection that may sync may not therefore write: a coach reads only. The refusal is
+// answered like any frame the gateway cannot take, and the connection stays open.
+func (c *conn) may(a auth.Action) bool {
+	return c.g.deps.Policy.Decide(auth.Request{Principal: c.principal, Self: c.self, Action: a, Owner: c.user}).Allowed()
 }
 
 // opsCursor is the cursor of an ops ack: just after the message carrying the applied ops,

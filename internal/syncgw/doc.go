@@ -48,6 +48,19 @@
 // consents to collect are not sent, including those already queued when the consent
 // changed.
 //
+// # Coaches
+//
+// The hello may name the user whose data to sync; internal/auth's Policy decides, as it
+// does for the HTTP API, and a coach is allowed the categories a user granted them. The
+// hub encodes each message once for all of a user's connections; a coach's connection
+// takes its own copy of what it may read: series changes of its categories, daily changes
+// decoded, reduced with processor.ScopeDay and re-encoded, and nothing else (profile,
+// consent, recommendations are the user's own; an unknown kind is denied by default). Its
+// snapshot is reduced the same way. Its access is fixed at the hello: when a grant of
+// that user changes the gateway decides again and closes, with 4003, the connections whose
+// access would differ, rather than take back what it sent; grants that expire are found
+// by a once-a-second pass over the coaches' connections only.
+//
 // It imports the domain package, the broker, the vault, the processor (for the feed and
 // the stored derived data), ingest, profile, consent, crdt and telemetry; cmd/pulsebase
 // wires it and httpapi routes GET /v1/sync to it.

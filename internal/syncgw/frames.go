@@ -21,6 +21,9 @@ type inFrame struct {
 	Samples json.RawMessage   `json:"samples"`
 	Doc     string            `json:"doc"`
 	Ops     []json.RawMessage `json:"ops"`
+	// User is the internal id of the user whose data to sync (a hello's); absent or "me"
+	// is the caller's own.
+	User string `json:"user"`
 }
 
 // welcome is the first frame the gateway sends.
@@ -29,7 +32,8 @@ type welcome struct {
 	Cursor    string    `json:"cursor"`
 	Recovered bool      `json:"recovered"`
 	Snapshot  *Snapshot `json:"snapshot,omitempty"`
-	// User is the internal user the token maps to; Device the device this connection is.
+	// User is the internal user whose data the connection syncs (the token's own unless
+	// the hello named another); Device the device this connection is.
 	User   string `json:"user"`
 	Device string `json:"device"`
 	// Reason says why a cursor the client sent could not be used (recovered false).
@@ -67,11 +71,36 @@ type errorFrame struct {
 // frame is an encoded frame and, for a series change, the index of its category in
 // pulsebase.Categories() (-1 for any other frame).
 type frame struct {
-	b      []byte
-	cat    int8
+	b   []byte
+	cat int8
+	// kind says which change a frame carries, so that a connection that may read some
+	// categories only (a coach's) knows which frames it may pass on, and which it must
+	// reduce first.
+	kind   frameKind
 	change bool
 	// stored is when the change's message was stored, for a live change; zero otherwise.
 	stored time.Time
+}
+
+// frameKind is the kind of change a frame carries.
+type frameKind uint8
+
+// Frame kinds: everything a coach's connection may be sent is a series or a daily change.
+const (
+	kindOther  frameKind = iota // not a change, or a change of another kind
+	kindSeries                  // a series change: a bucket of one type
+	kindDaily                   // a daily change: fields of one day object
+)
+
+// changeKind is the frameKind of a change of kind k.
+func changeKind(k string) frameKind {
+	switch k {
+	case "series":
+		return kindSeries
+	case processor.KindDaily:
+		return kindDaily
+	}
+	return kindOther
 }
 
 // encode marshals a frame the gateway built (which cannot fail to marshal).
@@ -113,7 +142,7 @@ func (g *Gateway) frames(ctx context.Context, user string, epoch int64, seq uint
 			}
 		}
 		cur := processor.Cursor{Epoch: epoch, Seq: seq, N: i + 1}.Encode(user)
-		out = append(out, frame{b: changeFrame(cur, c), cat: cat, change: true})
+		out = append(out, frame{b: changeFrame(cur, c), cat: cat, kind: changeKind(c.Kind), change: true})
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package syncgw
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pulsebase/pulsebase"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/broker"
 	"github.com/pulsebase/pulsebase/internal/ingest"
 	"github.com/pulsebase/pulsebase/internal/processor"
@@ -55,7 +57,8 @@ type Config struct {
 	FramesPerSecond float64
 	FrameBurst      int
 	// MaxConnsPerUser and MaxConnsPerDevice bound the connections of a user (20) and of
-	// one of their devices (3) on this gateway.
+	// one of their devices (3) on this gateway. A coach's connections to a user's data
+	// count as the coach's, not the user's, so that a coach cannot use up the user's.
 	MaxConnsPerUser   int
 	MaxConnsPerDevice int
 	// PingInterval is how often the gateway pings (15 s); a peer that has not answered
@@ -105,6 +108,12 @@ type Revoker interface {
 	Subscribe(fn func()) (cancel func())
 }
 
+// GrantWatcher calls back after any grant change with the owner's id
+// (internal/auth.Grants).
+type GrantWatcher interface {
+	Subscribe(fn func(owner string)) (cancel func())
+}
+
 // Consents is what the gateway needs of the consent service: the decisions, the current
 // consent for snapshots, and a call back when a user's consent changes.
 type Consents interface {
@@ -125,9 +134,17 @@ type Deps struct {
 	Consent  Consents
 	// Revocations may be nil: then no token is revoked before it expires.
 	Revocations Revoker
-	// Verify checks a token; Resolve maps its subject to the internal user.
-	Verify  func(token string) (pulsebase.Principal, error)
-	Resolve func(ctx context.Context, subject string) (pulsebase.User, error)
+	// Authenticate checks a token presented over a connection with TLS state peer (nil
+	// over plain HTTP); an error wrapping auth.ErrRevoked closes with 4009, any other with
+	// 4001. Resolve maps a subject to the internal user.
+	Authenticate func(token string, peer *tls.ConnectionState) (pulsebase.Principal, error)
+	Resolve      func(ctx context.Context, subject string) (pulsebase.User, error)
+	// Policy decides who may sync whose data (a coach, the categories a user granted);
+	// nil is auth.NewPolicy(nil): users and devices their own data only.
+	Policy *auth.Policy
+	// Grants calls back with the owner whenever a grant changes anywhere, so that
+	// coaches' connections are decided again; nil when there are no grants.
+	Grants  GrantWatcher
 	Metrics *telemetry.Metrics
 	Log     *slog.Logger
 }
@@ -139,9 +156,12 @@ type Gateway struct {
 
 	mu    sync.RWMutex
 	users map[string][]*conn // copied on write: the hub reads a user's slice without the lock
-	ctx   context.Context    // Run's: connections end with it
-	epoch int64              // the CHANGES stream's creation time, for cursors of live changes
-	ready chan struct{}      // closed once the hub reads the stream
+	// scopedConns are the connections that read some categories only (coaches'): the
+	// ones whose grants may expire, checked every second.
+	scopedConns map[*conn]struct{}
+	ctx         context.Context // Run's: connections end with it
+	epoch       int64           // the CHANGES stream's creation time, for cursors of live changes
+	ready       chan struct{}   // closed once the hub reads the stream
 }
 
 // New returns a gateway.
@@ -153,11 +173,16 @@ func New(cfg Config, d Deps) *Gateway {
 	if d.Metrics == nil {
 		d.Metrics = telemetry.NewMetrics()
 	}
-	return &Gateway{cfg: cfg, deps: d, users: make(map[string][]*conn), ready: make(chan struct{})}
+	if d.Policy == nil {
+		d.Policy = auth.NewPolicy(nil)
+	}
+	return &Gateway{cfg: cfg, deps: d, users: make(map[string][]*conn), scopedConns: make(map[*conn]struct{}),
+		ready: make(chan struct{})}
 }
 
 // Run reads the change feed for the connections of this gateway until ctx is done, then
-// closes them all with 1001 (going away), and returns.
+// closes them all with 1001 (going away), and returns. It also closes, within a second,
+// the coaches' connections whose grant was revoked, changed or expired.
 func (g *Gateway) Run(ctx context.Context) error {
 	js := g.deps.JetStream
 	st, err := js.Stream(ctx, broker.StreamChanges)
@@ -192,6 +217,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if c := g.deps.Consent; c != nil {
 		stops = append(stops, c.Subscribe(g.consentChanged))
 	}
+	if gr := g.deps.Grants; gr != nil {
+		stops = append(stops, gr.Subscribe(g.grantsChanged))
+	}
 	defer func() {
 		for _, stop := range stops {
 			stop()
@@ -202,7 +230,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.epoch = st.CachedInfo().Created.Unix()
 	g.mu.Unlock()
 	close(g.ready)
-	<-ctx.Done()
+	// A grant ends by expiring as well as by being deleted, and nothing announces an
+	// expiry: the coaches' connections are decided again every second.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			g.expireGrants()
+		}
+	}
 	for _, c := range g.all() {
 		c.close(websocket.StatusGoingAway, "the server is shutting down; reconnect", nil)
 	}
@@ -227,24 +265,33 @@ func (g *Gateway) of(user string) []*conn {
 	return g.users[user]
 }
 
-// register adds c unless its user or device is at its limit.
+// register adds c unless its caller or device is at its limit. The limits count the
+// connections of the same caller (c.self) to the same user's data: a user's own devices
+// and a coach of theirs each have their own, so that neither can lock the other out.
 func (g *Gateway) register(c *conn) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cs := g.users[c.user]
-	if len(cs) >= g.cfg.MaxConnsPerUser {
-		return pulsebase.Errorf(ETOOMANYCONNECTIONS, "this user has %d sync connections open, the most allowed", len(cs))
-	}
-	same := 0
+	mine, same := 0, 0
 	for _, o := range cs {
+		if o.self != c.self {
+			continue
+		}
+		mine++
 		if o.device == c.device {
 			same++
 		}
+	}
+	if mine >= g.cfg.MaxConnsPerUser {
+		return pulsebase.Errorf(ETOOMANYCONNECTIONS, "this user has %d sync connections open, the most allowed", mine)
 	}
 	if same >= g.cfg.MaxConnsPerDevice {
 		return pulsebase.Errorf(ETOOMANYCONNECTIONS, "device %.64q has %d sync connections open, the most allowed", c.device, same)
 	}
 	g.users[c.user] = append(slices.Clip(cs), c)
+	if c.scoped() {
+		g.scopedConns[c] = struct{}{}
+	}
 	g.deps.Metrics.SyncConnections.Inc()
 	return nil
 }
@@ -263,6 +310,7 @@ func (g *Gateway) unregister(c *conn) {
 	} else {
 		g.users[c.user] = slices.Delete(slices.Clone(cs), i, i+1)
 	}
+	delete(g.scopedConns, c)
 	g.deps.Metrics.SyncConnections.Dec()
 }
 

@@ -7,12 +7,16 @@ import (
 
 	"github.com/pulsebase/pulsebase"
 	"github.com/pulsebase/pulsebase/internal/agg"
+	"github.com/pulsebase/pulsebase/internal/auth"
 	"github.com/pulsebase/pulsebase/internal/processor"
 	"github.com/pulsebase/pulsebase/internal/recommend"
 )
 
 // Snapshot is the state a device without a usable cursor starts from: what the changes
-// that follow the welcome then update.
+// that follow the welcome then update. A coach's holds only what its grant allows: the
+// series of the categories granted and the days reduced to their fields; no
+// recommendations (an empty list), and Profile and Consents left zero, being the user's
+// own.
 type Snapshot struct {
 	// Taken is when the snapshot was read.
 	Taken time.Time `json:"taken"`
@@ -45,8 +49,10 @@ type ProfileState struct {
 	State   []byte         `json:"state"`
 }
 
-// snapshot reads user's current state.
-func (g *Gateway) snapshot(ctx context.Context, user string) (*Snapshot, error) {
+// snapshot reads user's current state, as much of it as access allows: all of it, or for
+// a reader of some categories only (a coach), those categories' series and day fields.
+func (g *Gateway) snapshot(ctx context.Context, user string, access auth.Decision) (*Snapshot, error) {
+	scoped := access.Categories != nil
 	now := time.Now().UTC()
 	keys, err := g.deps.Vault.UserKeys(ctx, user)
 	if err != nil {
@@ -66,12 +72,18 @@ func (g *Gateway) snapshot(ctx context.Context, user string) (*Snapshot, error) 
 		if err != nil {
 			return nil, err
 		}
+		if scoped {
+			day = processor.ScopeDay(day, access.MayRead) // as GET …/daily shows it to them
+		}
 		s.Daily = append(s.Daily, day)
 	}
 	allowed := g.allowedCategories(ctx, user)
 	for _, t := range pulsebase.SampleTypes() {
 		if i := categoryIndex(t.Category); i >= 0 && !allowed[i] {
 			continue // a category the user stopped consenting to is not sent
+		}
+		if !access.MayRead(t.Category) {
+			continue // nor one the reader was not granted
 		}
 		ranges := [][2]string{
 			{processor.BucketKey(t.Name, agg.Hour, now.Add(-24*time.Hour).Truncate(time.Hour), ""),
@@ -94,6 +106,10 @@ func (g *Gateway) snapshot(ctx context.Context, user string) (*Snapshot, error) 
 				}
 			}
 		}
+	}
+	if scoped {
+		s.Recommendations = []recommend.Recommendation{}
+		return s, nil
 	}
 	// Ops stored but not yet on the feed go out first, so that the document and the feed
 	// after the snapshot's cursor hold every op between them.
