@@ -390,7 +390,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 		providers = append(providers, o)
 	}
-	tokens := auth.NewVerifiers(iss, providers...)
+	// Verified tokens are remembered for a minute: clients send the same token with every
+	// request, and its signature need not be checked every time (revocation still is).
+	tokens := auth.NewVerifiedCache(auth.NewVerifiers(iss, providers...), 50_000, time.Minute)
 	authn := &auth.Authenticator{Tokens: tokens, Revocations: revocations}
 	// The device CA (its key in the vault) certifies enrolled devices' keys; the device
 	// listener, when configured, requires its certificates.

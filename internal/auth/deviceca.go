@@ -286,7 +286,7 @@ func checkDeviceKey(pub any) error {
 type DeviceCert struct {
 	DER       []byte // the certificate, as TLS sends it
 	PEM       []byte // the same, for the enrollment response
-	Serial    string // lowercase hex without leading zeros, as Revocations.RevokeSerial takes it
+	Serial    string // lowercase hex without leading zeros
 	NotBefore time.Time
 	NotAfter  time.Time
 	// Thumbprint is the certificate's x5t#S256 (RFC 8705): tokens bound to it carry it in
@@ -407,7 +407,7 @@ func parseDeviceURI(u *url.URL) (user, device string, ok bool) {
 // tls.ConnectionState.PeerCertificates) against the CA at now, for client authentication,
 // and returns the user and device it names, its serial (lowercase hex) and its thumbprint.
 // Certificates after the leaf are ignored: the CA signs devices directly. It does not
-// consult revocations; the caller checks the serial with Revocations.SerialRevoked.
+// consult revocations; the caller checks the certificate with Revocations.CertificateRevoked.
 // Refusals have code EUNAUTHORIZED and wrap the verification error.
 func (ca *DeviceCA) DeviceOf(chain []*x509.Certificate, now time.Time) (user, device, serial, thumbprint string, err error) {
 	if len(chain) == 0 || chain[0] == nil {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/pulsebase/pulsebase"
 )
@@ -61,4 +64,38 @@ func peekIssuer(token string) (string, error) {
 		return "", fmt.Errorf("payload is not a JSON object")
 	}
 	return c.Iss, nil
+}
+
+// VerifiedCache remembers tokens that verified, so that a client sending the same token
+// with every request pays for the signature check once a minute instead of every time
+// (an Ed25519 or ECDSA verification costs tens of microseconds; a lookup well under
+// one). Only successes are kept, each until the token expires or ttl has passed,
+// whichever is first; a revoked token is still refused, since revocation is checked
+// after verification on every request. A key removed from a JWKS stops verifying cached
+// tokens within ttl.
+type VerifiedCache struct {
+	inner Verifier
+	lru   *expirable.LRU[string, pulsebase.Principal]
+	now   func() time.Time
+}
+
+// NewVerifiedCache wraps inner with a cache of at most size tokens kept at most ttl.
+func NewVerifiedCache(inner Verifier, size int, ttl time.Duration) *VerifiedCache {
+	return &VerifiedCache{inner: inner, lru: expirable.NewLRU[string, pulsebase.Principal](size, nil, ttl), now: time.Now}
+}
+
+// Verify implements Verifier.
+func (c *VerifiedCache) Verify(token string) (pulsebase.Principal, error) {
+	if p, ok := c.lru.Get(token); ok {
+		if p.Expires.IsZero() || c.now().Before(p.Expires.Add(Leeway)) {
+			return p, nil
+		}
+		c.lru.Remove(token)
+	}
+	p, err := c.inner.Verify(token)
+	if err != nil {
+		return pulsebase.Principal{}, err
+	}
+	c.lru.Add(token, p)
+	return p, nil
 }

@@ -10,7 +10,6 @@ package pbtest
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -191,10 +190,13 @@ func MustOpenServerOpts(t TB, o Options) *Server {
 	// The device listener: the same API over mutual TLS with the device CA, as
 	// --device-mtls-addr serves it.
 	dl := httptest.NewUnstartedServer(nil)
-	dlCfg := deviceCA.TLSConfig(tls.Certificate{})
-	dlCfg.Certificates = nil
-	dlCfg.GetCertificate = deviceCA.ServerCertificates([]string{"127.0.0.1", "localhost"})
-	dl.TLS = dlCfg
+	// httptest puts its own certificate in Certificates unless one is there, and a client
+	// dialling an IP sends no SNI, so GetCertificate would never be asked: give it one.
+	serverCert, err := deviceCA.ServerCertificates([]string{"127.0.0.1", "localhost"})(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.TLS = deviceCA.TLSConfig(*serverCert)
 	runCtx, cancel := context.WithCancel(ctx)
 	consentDone := make(chan error, 1)
 	go func() { consentDone <- cons.Run(runCtx) }()
