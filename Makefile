@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 .PHONY: run build test test-short vet fmt bench clean
 
 run: build
-	./bin/pulsebase serve --demo
+	./bin/pulsebase serve --demo --device-mtls-addr 127.0.0.1:8443
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pulsebase ./cmd/pulsebase
