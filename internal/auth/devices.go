@@ -34,6 +34,12 @@ const (
 	RefreshTokenTTL = 30 * 24 * time.Hour
 )
 
+// RefreshReuseGrace is how long after a rotation the refresh token just spent is refused
+// without revoking the device: a device that sent one refresh twice (a retry after a lost
+// answer, two requests racing) should not lose its enrollment for it. A thief's copy used
+// in that window gets nothing either; it is only not detected.
+const RefreshReuseGrace = 10 * time.Second
+
 // refreshPrefix starts every refresh token, so that one is recognised in logs and
 // secret scanners.
 const refreshPrefix = "pbr1."
@@ -56,6 +62,10 @@ type Device struct {
 	Generation     int       `json:"generation"`
 	Refresh        string    `json:"refresh"`
 	RefreshExpires time.Time `json:"refresh_expires"`
+	// PrevRefresh is the hash of the refresh secret spent last, at Rotated: presented
+	// again within RefreshReuseGrace it is refused without revoking the family.
+	PrevRefresh string    `json:"prev_refresh,omitempty"`
+	Rotated     time.Time `json:"rotated,omitempty"`
 	Enrolled       time.Time `json:"enrolled"`
 	Renewed        time.Time `json:"renewed"`
 	// Revoked is when the device was revoked (nil while it is not); RevokedWhy says why
@@ -217,7 +227,8 @@ func (d *Devices) Renew(ctx context.Context, p pulsebase.Principal, user string,
 // certificate of thumbprint x5t, and returns a new access token and the family's next
 // refresh token. A refresh token is single-use: presenting a spent one again (a copy
 // was stolen, or the device was cloned) revokes the whole family — the device, its
-// certificate and every token it holds — and the owner must enroll it again.
+// certificate and every token it holds — and the owner must enroll it again; only the
+// token spent last, presented again within RefreshReuseGrace, is merely refused.
 func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (Credentials, error) {
 	user, devHash, family, secret, ok := parseRefresh(rt)
 	if !ok {
@@ -239,7 +250,10 @@ func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (C
 		// Refresh tokens are sender-constrained like access tokens.
 		return Credentials{}, fmt.Errorf("%w: not presented with the device's certificate", ErrBadRefresh)
 	}
-	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.Refresh)) != 1 {
+	if h := hashSecret(secret); subtle.ConstantTimeCompare([]byte(h), []byte(rec.Refresh)) != 1 {
+		if rec.PrevRefresh != "" && subtle.ConstantTimeCompare([]byte(h), []byte(rec.PrevRefresh)) == 1 && now.Sub(rec.Rotated) < RefreshReuseGrace {
+			return Credentials{}, fmt.Errorf("%w: spent a moment ago", ErrBadRefresh)
+		}
 		if err := d.revoke(ctx, key, "refresh_reuse", now); err != nil {
 			return Credentials{}, err
 		}
@@ -252,6 +266,7 @@ func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (C
 	if err != nil {
 		return Credentials{}, fmt.Errorf("open subject: %w", err)
 	}
+	rec.PrevRefresh, rec.Rotated = rec.Refresh, now.UTC()
 	creds, err := d.issue(&rec, subject, now)
 	if err != nil {
 		return Credentials{}, err

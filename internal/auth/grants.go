@@ -53,7 +53,11 @@ type Grants struct {
 	// byOwner maps an owner to their grants by id.
 	byOwner map[string]map[string]Grant
 	// byPair maps owner+"|"+grantee to that pair's grants (usually one).
-	byPair  map[string][]Grant
+	byPair map[string][]Grant
+	// revs is the revision of the latest entry applied per key (a put still in force),
+	// so that the watch does not apply again an entry this process has moved past: a
+	// grant deleted here would otherwise be back until the deletion came round too.
+	revs    map[string]uint64
 	subs    map[int]func(owner string)
 	nextSub int
 }
@@ -75,7 +79,7 @@ func NewGrants(ctx context.Context, js jetstream.JetStream, replicas int, log *s
 		return nil, fmt.Errorf("grant bucket: %w", err)
 	}
 	g := &Grants{kv: kv, log: log, byOwner: map[string]map[string]Grant{}, byPair: map[string][]Grant{},
-		subs: map[int]func(string){}}
+		revs: map[string]uint64{}, subs: map[int]func(string){}}
 	if g.loaded, err = loadBucket(ctx, kv, g.apply); err != nil {
 		return nil, err
 	}
@@ -112,12 +116,19 @@ func (g *Grants) apply(e jetstream.KeyValueEntry) bool {
 	id := key[strings.LastIndexByte(key, '.')+1:]
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if e.Revision() <= g.revs[key] {
+		// Applied here already (this process made the change): nothing to redo, but
+		// subscribers hear of it as of any change.
+		return true
+	}
 	if old, ok := g.byOwner[owner][id]; ok {
 		g.unindex(old)
 	}
 	if e.Operation() != jetstream.KeyValuePut {
+		delete(g.revs, key)
 		return true
 	}
+	g.revs[key] = e.Revision()
 	var gr Grant
 	if err := json.Unmarshal(e.Value(), &gr); err != nil || gr.Owner != owner || gr.ID != id {
 		g.log.Warn("bad grant in bucket", "key", key)
@@ -219,10 +230,12 @@ func (g *Grants) Create(ctx context.Context, gr Grant, now time.Time) (Grant, er
 	if err != nil {
 		return Grant{}, err
 	}
-	if _, err := g.kv.Create(ctx, grantKey(gr.Owner, gr.ID), b); err != nil {
+	rev, err := g.kv.Create(ctx, grantKey(gr.Owner, gr.ID), b)
+	if err != nil {
 		return Grant{}, fmt.Errorf("store grant: %w", err)
 	}
 	g.mu.Lock()
+	g.revs[grantKey(gr.Owner, gr.ID)] = max(g.revs[grantKey(gr.Owner, gr.ID)], rev)
 	g.index(gr)
 	g.mu.Unlock()
 	return gr, nil

@@ -78,6 +78,10 @@ type ringKey struct {
 	retireAfter time.Time
 }
 
+// retireMargin keeps a rotated-out key past the lifetime of the tokens it signed, for
+// those a process that had not yet seen the rotation signed with it.
+const retireMargin = 5 * time.Minute
+
 // reloadEvery bounds how often a token with an unknown key id makes the issuer read its
 // key files again: a flood of made-up key ids costs one read a second.
 const reloadEvery = time.Second
@@ -350,7 +354,9 @@ func (i *Issuer) Rotate(now time.Time) (Rotation, error) {
 	if err != nil {
 		return Rotation{}, err
 	}
-	until := now.Add(MaxTTL + Leeway).UTC().Truncate(time.Second)
+	// Processes sharing the key file may sign with the old key until they reload (a
+	// minute at most, see Watch): keep it a little past MaxTTL for their tokens too.
+	until := now.Add(MaxTTL + Leeway + retireMargin).UTC().Truncate(time.Second)
 	retired := map[string]ringKey{}
 	for kid, k := range old.verify {
 		if kid != old.kid && now.Before(k.retireAfter) {
