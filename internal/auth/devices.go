@@ -66,8 +66,8 @@ type Device struct {
 	// again within RefreshReuseGrace it is refused without revoking the family.
 	PrevRefresh string    `json:"prev_refresh,omitempty"`
 	Rotated     time.Time `json:"rotated,omitempty"`
-	Enrolled       time.Time `json:"enrolled"`
-	Renewed        time.Time `json:"renewed"`
+	Enrolled    time.Time `json:"enrolled"`
+	Renewed     time.Time `json:"renewed"`
 	// Revoked is when the device was revoked (nil while it is not); RevokedWhy says why
 	// ("owner", "refresh_reuse").
 	Revoked    *time.Time `json:"revoked,omitempty"`
