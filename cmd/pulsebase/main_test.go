@@ -245,6 +245,7 @@ func TestCLIUsage(t *testing.T) {
 		{"bad database url", []string{"serve", "--database-url", "mysql://x"}, nil, 2, "--database-url"},
 		{"oidc issuer without audience", []string{"serve", "--oidc-issuer", "https://idp.example"}, nil, 2, "--oidc-issuer needs --oidc-audience"},
 		{"oidc issuer not a URL", []string{"serve", "--oidc-issuer", "idp.example", "--oidc-audience", "a"}, nil, 2, "--oidc-issuer \"idp.example\""},
+		{"oidc issuer over plain http", []string{"serve", "--oidc-issuer", "http://idp.example", "--oidc-audience", "a"}, nil, 2, "http:// only on loopback"},
 		{"oidc audiences per issuer", []string{"serve", "--oidc-issuer", "https://a.example,https://b.example,https://c.example", "--oidc-audience", "x,y"}, nil, 2, "3 issuers, 2 audiences"},
 		{"oidc audience alone", []string{"serve"}, map[string]string{"PULSEBASE_OIDC_AUDIENCE": "api"}, 2, "--oidc-audience without --oidc-issuer"},
 		{"bad device listener", []string{"serve", "--device-mtls-addr", "8443"}, nil, 2, "--device-mtls-addr"},

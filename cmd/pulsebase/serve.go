@@ -214,8 +214,11 @@ func (c *Config) validate() error {
 		return errors.New("--roles: name at least one of ingest, process, sync, api")
 	}
 	for _, iss := range c.OIDCIssuers {
-		if u, err := url.Parse(iss); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("--oidc-issuer %q: want the issuer's https:// URL", iss)
+		// Keys fetched over plain HTTP could be swapped on the way: plain HTTP only to a
+		// provider on this machine (development, tests).
+		u, err := url.Parse(iss)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && httpapi.IsLoopback(net.JoinHostPort(u.Hostname(), "80")))) {
+			return fmt.Errorf("--oidc-issuer %q: want the issuer's https:// URL (http:// only on loopback)", iss)
 		}
 	}
 	switch {

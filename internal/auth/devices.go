@@ -56,6 +56,8 @@ type Device struct {
 	Serial     string    `json:"serial"`
 	Thumbprint string    `json:"x5t"`
 	NotAfter   time.Time `json:"not_after"`
+	// PrevThumbprint is the certificate the current one was renewed from.
+	PrevThumbprint string `json:"prev_x5t,omitempty"`
 	// Family is the refresh-token family; Generation counts its rotations; Refresh is
 	// the SHA-256 of the current refresh secret, RefreshExpires when it lapses.
 	Family         string    `json:"family"`
@@ -173,6 +175,12 @@ func (d *Devices) Enroll(ctx context.Context, subject, user, device string, csr 
 	}
 	rec := Device{User: user, ID: device, Subject: sealed, Serial: cert.Serial, Thumbprint: cert.Thumbprint,
 		NotAfter: cert.NotAfter, Family: newSecretID(), Enrolled: now.UTC(), Renewed: now.UTC()}
+	return d.certify(ctx, key, rec, rev, subject, cert, now)
+}
+
+// certify mints rec's next tokens, stores rec if its key is still at revision rev, and
+// returns the credentials with cert and the CA's certificate.
+func (d *Devices) certify(ctx context.Context, key string, rec Device, rev uint64, subject string, cert DeviceCert, now time.Time) (Credentials, error) {
 	creds, err := d.issue(&rec, subject, now)
 	if err != nil {
 		return Credentials{}, err
@@ -208,19 +216,12 @@ func (d *Devices) Renew(ctx context.Context, p pulsebase.Principal, user string,
 	if err != nil {
 		return Credentials{}, fmt.Errorf("open subject: %w", err)
 	}
+	rec.PrevThumbprint = rec.Thumbprint
 	rec.Serial, rec.Thumbprint, rec.NotAfter, rec.Renewed = cert.Serial, cert.Thumbprint, cert.NotAfter, now.UTC()
-	creds, err := d.issue(&rec, subject, now)
-	if err != nil {
-		return Credentials{}, err
-	}
-	if err := d.put(ctx, key, rec, rev); err != nil {
-		return Credentials{}, err
-	}
 	// The old certificate stays valid until it expires, so that the device's open
 	// connections carry on while it reconnects with the new one; renewal is not
 	// revocation (DELETE is).
-	creds.Certificate, creds.CA = string(cert.PEM), string(pemCert(d.ca.Certificate()))
-	return creds, nil
+	return d.certify(ctx, key, rec, rev, subject, cert, now)
 }
 
 // Refresh spends refresh token rt, presented over a connection with the client
@@ -246,8 +247,11 @@ func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (C
 	case subtle.ConstantTimeCompare([]byte(family), []byte(rec.Family)) != 1:
 		// A family replaced by a re-enrollment: nothing to revoke any more.
 		return Credentials{}, ErrBadRefresh
-	case x5t == "" || subtle.ConstantTimeCompare([]byte(x5t), []byte(rec.Thumbprint)) != 1:
-		// Refresh tokens are sender-constrained like access tokens.
+	case !sameText(x5t, rec.Thumbprint) && !sameText(x5t, rec.PrevThumbprint):
+		// Refresh tokens are sender-constrained like access tokens: only a holder of the
+		// device's key (its current certificate's, or the one it renewed from) gets
+		// anywhere, and only such a holder can set off reuse detection — a clone that
+		// renewed first included.
 		return Credentials{}, fmt.Errorf("%w: not presented with the device's certificate", ErrBadRefresh)
 	}
 	if h := hashSecret(secret); subtle.ConstantTimeCompare([]byte(h), []byte(rec.Refresh)) != 1 {
@@ -259,6 +263,9 @@ func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (C
 		}
 		return Credentials{}, fmt.Errorf("%w: a spent refresh token was used again; the device is revoked", ErrDeviceRevoked)
 	}
+	if !sameText(x5t, rec.Thumbprint) {
+		return Credentials{}, fmt.Errorf("%w: the certificate was renewed; present the new one", ErrBadRefresh)
+	}
 	if !now.Before(rec.RefreshExpires) {
 		return Credentials{}, fmt.Errorf("%w: expired", ErrBadRefresh)
 	}
@@ -266,7 +273,6 @@ func (d *Devices) Refresh(ctx context.Context, rt, x5t string, now time.Time) (C
 	if err != nil {
 		return Credentials{}, fmt.Errorf("open subject: %w", err)
 	}
-	rec.PrevRefresh, rec.Rotated = rec.Refresh, now.UTC()
 	creds, err := d.issue(&rec, subject, now)
 	if err != nil {
 		return Credentials{}, err
@@ -290,6 +296,11 @@ func (d *Devices) issue(rec *Device, subject string, now time.Time) (Credentials
 		return Credentials{}, err
 	}
 	secret := newSecretID()
+	// Refresh and renewal both spend the current refresh token: remember it for the retry
+	// grace.
+	if rec.Refresh != "" {
+		rec.PrevRefresh, rec.Rotated = rec.Refresh, now.UTC()
+	}
 	rec.Generation++
 	rec.Refresh = hashSecret(secret)
 	rec.RefreshExpires = now.Add(RefreshTokenTTL).UTC()
@@ -439,4 +450,9 @@ func hashSecret(s string) string {
 // pemCert encodes a certificate as PEM.
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// sameText compares two secrets-or-thumbprints in constant time; "" matches nothing.
+func sameText(a, b string) bool {
+	return a != "" && b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

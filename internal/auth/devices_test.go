@@ -611,3 +611,26 @@ func TestDeviceRefreshRefusesMalformedTokens(t *testing.T) {
 		t.Errorf("the real token afterwards: %v", err)
 	}
 }
+
+// TestDeviceCloneThatRenewedFirstIsCaught: a clone (same key) renews the certificate and
+// so spends the refresh token; when the original later presents that token with the
+// certificate it still holds (the one renewed from), reuse detection revokes the device.
+func TestDeviceCloneThatRenewedFirstIsCaught(t *testing.T) {
+	f := newDevFixture(t)
+	ctx := t.Context()
+	now := time.Now().Add(-20 * time.Minute)
+	creds, cert := f.enroll(t, "watch-1", now)
+	p, err := f.auth.Authenticate(creds.AccessToken, over(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.devs.Renew(ctx, p, "uamy", csrFor(t, p256(t)), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.devs.Refresh(ctx, creds.RefreshToken, auth.Thumbprint(cert.Raw), now.Add(5*time.Minute)); !errors.Is(err, auth.ErrDeviceRevoked) {
+		t.Fatalf("the original's refresh after the clone renewed: %v, want ErrDeviceRevoked", err)
+	}
+	if rec := f.record(t, "watch-1"); rec.RevokedWhy != "refresh_reuse" {
+		t.Errorf("revoked why %q, want refresh_reuse", rec.RevokedWhy)
+	}
+}

@@ -57,9 +57,8 @@ type Grants struct {
 	// revs is the revision of the latest entry applied per key (a put still in force),
 	// so that the watch does not apply again an entry this process has moved past: a
 	// grant deleted here would otherwise be back until the deletion came round too.
-	revs    map[string]uint64
-	subs    map[int]func(owner string)
-	nextSub int
+	revs map[string]uint64
+	subs subscribers[string]
 }
 
 // NewGrants opens the GRANTS bucket in js (created if missing, with replicas copies) and
@@ -79,7 +78,7 @@ func NewGrants(ctx context.Context, js jetstream.JetStream, replicas int, log *s
 		return nil, fmt.Errorf("grant bucket: %w", err)
 	}
 	g := &Grants{kv: kv, log: log, byOwner: map[string]map[string]Grant{}, byPair: map[string][]Grant{},
-		revs: map[string]uint64{}, subs: map[int]func(string){}}
+		revs: map[string]uint64{}}
 	if g.loaded, err = loadBucket(ctx, kv, g.apply); err != nil {
 		return nil, err
 	}
@@ -304,30 +303,9 @@ func (g *Grants) pruneExpired(ctx context.Context, cutoff time.Time) {
 
 // Subscribe registers fn to be called with the owner of every grant change, by any
 // process, after it is applied. fn runs on the watch goroutine and must return quickly.
-func (g *Grants) Subscribe(fn func(owner string)) (cancel func()) {
-	g.mu.Lock()
-	id := g.nextSub
-	g.nextSub++
-	g.subs[id] = fn
-	g.mu.Unlock()
-	return func() {
-		g.mu.Lock()
-		delete(g.subs, id)
-		g.mu.Unlock()
-	}
-}
+func (g *Grants) Subscribe(fn func(owner string)) (cancel func()) { return g.subs.add(fn) }
 
-func (g *Grants) notify(owner string) {
-	g.mu.RLock()
-	fns := make([]func(string), 0, len(g.subs))
-	for _, fn := range g.subs {
-		fns = append(fns, fn)
-	}
-	g.mu.RUnlock()
-	for _, fn := range fns {
-		fn(owner)
-	}
-}
+func (g *Grants) notify(owner string) { g.subs.notify(owner) }
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 

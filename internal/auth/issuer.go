@@ -217,6 +217,10 @@ func (i *Issuer) Mint(r TokenRequest, now time.Time) (string, error) {
 	switch {
 	case r.Subject == "":
 		return "", errors.New("token: subject is required")
+	case strings.Contains(r.Subject, "://"):
+		// External identities are issuer#sub with the issuer's URL (ExternalSubject): a
+		// built-in subject that looks like one would be that person.
+		return "", errors.New("token: a subject with :// would look like an external identity")
 	case !r.Role.Valid():
 		return "", fmt.Errorf("token: unknown role %q", r.Role)
 	case r.Role == pulsebase.RoleDevice && r.Device == "":
@@ -273,6 +277,8 @@ func (i *Issuer) Verify(token string) (pulsebase.Principal, error) {
 	switch {
 	case c.Subject == "":
 		return pulsebase.Principal{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
+	case strings.Contains(c.Subject, "://"):
+		return pulsebase.Principal{}, fmt.Errorf("%w: subject in the external form", ErrInvalidToken)
 	case !c.Role.Valid():
 		return pulsebase.Principal{}, fmt.Errorf("%w: unknown role", ErrInvalidToken)
 	case c.Role == pulsebase.RoleDevice && c.Device == "":
@@ -365,7 +371,7 @@ func (i *Issuer) Rotate(now time.Time) (Rotation, error) {
 	}
 	retired[old.kid] = ringKey{pub: old.key.Public().(ed25519.PublicKey), retireAfter: until}
 	if i.path != "" {
-		if err := writeRetired(i.path+".old", old.kid, old.key, until); err != nil {
+		if err := writeRetired(i.path+".old", old.kid, old.key.Public().(ed25519.PublicKey), until); err != nil {
 			return Rotation{}, err
 		}
 		if err := replaceKey(i.path, key); err != nil {
@@ -465,27 +471,27 @@ func readRetired(dir string, now time.Time) (map[string]ringKey, error) {
 		if !now.Before(until) {
 			continue
 		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		ek, ok := k.(ed25519.PrivateKey)
-		if err != nil || !ok {
-			return nil, fmt.Errorf("retired token key %s: not an Ed25519 key", path)
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		pub, ok := k.(ed25519.PublicKey)
+		if err != nil || !ok || blk.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("retired token key %s: not an Ed25519 public key", path)
 		}
-		pub := ek.Public().(ed25519.PublicKey)
 		out[thumbprint(pub)] = ringKey{pub: pub, retireAfter: until}
 	}
 	return out, nil
 }
 
-// writeRetired keeps key in dir as <kid>.pem until until.
-func writeRetired(dir, kid string, key ed25519.PrivateKey, until time.Time) error {
+// writeRetired keeps the public half of a rotated-out key in dir as <kid>.pem until
+// until: verifying needs nothing more, and a retired key must never sign again.
+func writeRetired(dir, kid string, pub ed25519.PublicKey, until time.Time) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return err
 	}
-	blk := &pem.Block{Type: "PRIVATE KEY", Headers: map[string]string{retiredHeader: until.Format(time.RFC3339)}, Bytes: der}
+	blk := &pem.Block{Type: "PUBLIC KEY", Headers: map[string]string{retiredHeader: until.Format(time.RFC3339)}, Bytes: der}
 	return vault.WritePrivateFile(filepath.Join(dir, kid+".pem"), pem.EncodeToMemory(blk))
 }
 

@@ -260,10 +260,10 @@ func TestRetiredKeyExpires(t *testing.T) {
 		_, kept, _ := ed25519.GenerateKey(rand.Reader)
 		goneKid, keptKid := thumbprint(gone.Public().(ed25519.PublicKey)), thumbprint(kept.Public().(ed25519.PublicKey))
 		now := time.Now()
-		if err := writeRetired(path+".old", goneKid, gone, now.Add(-time.Second).Truncate(time.Second)); err != nil {
+		if err := writeRetired(path+".old", goneKid, gone.Public().(ed25519.PublicKey), now.Add(-time.Second).Truncate(time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if err := writeRetired(path+".old", keptKid, kept, now.Add(time.Hour).Truncate(time.Second)); err != nil {
+		if err := writeRetired(path+".old", keptKid, kept.Public().(ed25519.PublicKey), now.Add(time.Hour).Truncate(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		i, err := OpenIssuer(path, DefaultIssuer, DefaultAudience)

@@ -209,3 +209,43 @@ func TestVerifyGivesIssueAndExpiryTimes(t *testing.T) {
 		t.Errorf("got expires %s, want %s", p.Expires, want)
 	}
 }
+
+// TestRetiredKeyFileHoldsNoPrivateKey: a key rotated out can only verify; its private half
+// is gone from disk.
+func TestRetiredKeyFileHoldsNoPrivateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token.key")
+	i, err := OpenIssuer(path, DefaultIssuer, DefaultAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := i.Rotate(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(path+".old", rot.Retired+".pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "BEGIN PUBLIC KEY") || strings.Contains(string(b), "PRIVATE") {
+		t.Errorf("retired key file:\n%s\nwant a public key only", b)
+	}
+}
+
+// TestBuiltinSubjectsCannotPoseAsExternal: a built-in token cannot name an external
+// identity (issuer URL#sub), which would map to that person's user.
+func TestBuiltinSubjectsCannotPoseAsExternal(t *testing.T) {
+	i := testIssuer(t)
+	ext := ExternalSubject("https://kc.example/realms/x", "42")
+	if _, err := i.Mint(TokenRequest{Subject: ext, Role: pulsebase.RoleUser, TTL: time.Hour}, time.Now()); err == nil {
+		t.Error("minted a built-in token for an external identity")
+	}
+	now := time.Now()
+	tok := sign(t, map[string]any{"alg": "EdDSA", "typ": "JWT", "kid": i.KeyID()}, map[string]any{
+		"iss": DefaultIssuer, "aud": DefaultAudience, "sub": ext, "role": "user",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}, func(in string) []byte {
+		return ed25519.Sign(i.ring.Load().key, []byte(in))
+	})
+	if _, err := i.Verify(tok); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("a built-in token naming an external identity verified: %v", err)
+	}
+}

@@ -23,8 +23,8 @@ const (
 	ActAccountRead Action = "account.read"
 	// ActSamplesWrite ingests samples for the owner.
 	ActSamplesWrite Action = "samples.write"
-	// ActDataRead reads the owner's derived data of a category (series, daily metrics,
-	// recommendations and their decisions, the change feed, the profile).
+	// ActDataRead reads the owner's derived data of categories: series, daily metrics,
+	// recommendations (the reads a coach may be granted).
 	ActDataRead Action = "data.read"
 	// ActPrivateRead reads the owner's records that are not one category's data: the
 	// profile, the change feed, ranking decisions. Only the owner and their devices (or a
@@ -163,7 +163,14 @@ var ownerActions = map[pulsebase.Role]map[Action]bool{
 // Decide answers r.
 func (p *Policy) Decide(r Request) Decision {
 	role := r.Principal.Role
-	if !mayEver(role, r.Action) {
+	if role == pulsebase.RoleCoach && r.Action.personal() && r.Owner != r.Self {
+		// API.md: a coach reads users who granted them; anything else is 404, so that a
+		// coach learns nothing of users who did not (not even which routes exist for
+		// them).
+		if r.Action != ActDataRead && r.Action != ActSync {
+			return Decision{Denial: NotFound, Reason: "a coach only reads granted data"}
+		}
+	} else if !mayEver(role, r.Action) {
 		// What a role may never do is refused as such (403): saying so leaks nothing
 		// about any user.
 		return Decision{Denial: Forbidden, Reason: "role " + string(role) + " may not " + string(r.Action)}

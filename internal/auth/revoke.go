@@ -63,16 +63,15 @@ type Revocations struct {
 	// loaded is the bucket revision the constructor loaded up to; Run resumes after it.
 	loaded uint64
 
-	// mu guards the maps below and subs.
+	// mu guards the maps below.
 	mu sync.RWMutex
 	// devices maps a device key to the revocation time (Unix ns).
 	devices map[string]int64
 	// tokens maps a token key to the token's expiry (Unix ns).
 	tokens map[string]int64
 	// certs maps a device certificate's key to the certificate's expiry (Unix ns).
-	certs   map[string]int64
-	subs    map[int]func()
-	nextSub int
+	certs map[string]int64
+	subs  subscribers[struct{}]
 }
 
 // NewRevocations opens the REVOCATIONS bucket in js (created if missing, with replicas
@@ -98,7 +97,6 @@ func NewRevocations(ctx context.Context, js jetstream.JetStream, replicas int, l
 	r := &Revocations{
 		kv: kv, log: log, now: time.Now,
 		devices: make(map[string]int64), tokens: make(map[string]int64), certs: make(map[string]int64),
-		subs: make(map[int]func()),
 	}
 	if err := r.load(ctx); err != nil {
 		return nil, err
@@ -160,17 +158,7 @@ func (r *Revocations) apply(e jetstream.KeyValueEntry) bool {
 }
 
 // notify calls the Subscribe callbacks, outside the lock so that they may call Revoked.
-func (r *Revocations) notify() {
-	r.mu.RLock()
-	fns := make([]func(), 0, len(r.subs))
-	for _, fn := range r.subs {
-		fns = append(fns, fn)
-	}
-	r.mu.RUnlock()
-	for _, fn := range fns {
-		fn()
-	}
-}
+func (r *Revocations) notify() { r.subs.notify(struct{}{}) }
 
 // prune drops revocations that no longer matter at now: the bucket forgets them after
 // revocationTTL, and this process should too.
@@ -292,16 +280,7 @@ func (r *Revocations) CertificateRevoked(x5t string) bool {
 // fn runs on the watch goroutine: it must return quickly (signal a channel, say). After
 // cancel returns, fn is called at most once more, by a notification already under way.
 func (r *Revocations) Subscribe(fn func()) (cancel func()) {
-	r.mu.Lock()
-	id := r.nextSub
-	r.nextSub++
-	r.subs[id] = fn
-	r.mu.Unlock()
-	return func() {
-		r.mu.Lock()
-		delete(r.subs, id)
-		r.mu.Unlock()
-	}
+	return r.subs.add(func(struct{}) { fn() })
 }
 
 // deviceKey is the bucket key of subject's device.

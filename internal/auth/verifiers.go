@@ -71,8 +71,9 @@ func peekIssuer(token string) (string, error) {
 // (an Ed25519 or ECDSA verification costs tens of microseconds; a lookup well under
 // one). Only successes are kept, each until the token expires or ttl has passed,
 // whichever is first; a revoked token is still refused, since revocation is checked
-// after verification on every request. A key removed from a JWKS stops verifying cached
-// tokens within ttl.
+// after verification on every request. A key removed from a provider's JWKS stops
+// verifying once the provider's set is fetched again (OIDC.Run, at its max-age) and the
+// tokens it signed have left this cache (ttl).
 type VerifiedCache struct {
 	inner Verifier
 	lru   *expirable.LRU[string, pulsebase.Principal]

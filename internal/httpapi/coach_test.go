@@ -118,12 +118,12 @@ func TestCoachReadsOnlyGrantedCategories(t *testing.T) {
 		{"GET", "/changes"}, {"PUT", "/consents"}, {"POST", "/profile/ops"},
 	} {
 		r := pbtest.Do(t, c.method, e.API+"/v1/users/"+aliceID+c.path, coach, jsonCT, []byte("{}"))
-		if r.Status != 404 && r.Status != 403 {
-			t.Errorf("coach %s %s: %d %s, want 404 or 403", c.method, c.path, r.Status, r.Body)
+		if r.Status != 404 {
+			t.Errorf("coach %s %s: %d %s, want 404 (API.md: anything else is 404)", c.method, c.path, r.Status, r.Body)
 		}
 	}
-	if r := pbtest.Do(t, "POST", e.API+"/v1/samples?user="+aliceID, coach, jsonCT, []byte(samples)); r.Status != 403 {
-		t.Errorf("coach writing samples for alice: %d, want 403", r.Status)
+	if r := pbtest.Do(t, "POST", e.API+"/v1/samples?user="+aliceID, coach, jsonCT, []byte(samples)); r.Status != 404 {
+		t.Errorf("coach writing samples for alice: %d, want 404", r.Status)
 	}
 	// Another coach, and a user, see nothing.
 	for _, tok := range []string{e.Token(t, "coach-dave", pulsebase.RoleCoach, ""), e.UserToken(t, "coach-carol")} {

@@ -146,7 +146,7 @@ type deviceView struct {
 	NotAfter   time.Time  `json:"not_after"`
 	Enrolled   time.Time  `json:"enrolled"`
 	Renewed    time.Time  `json:"renewed"`
-	Refreshed  int        `json:"refreshes"`
+	Rotations  int        `json:"rotations"`
 	Revoked    *time.Time `json:"revoked,omitempty"`
 	RevokedWhy string     `json:"revoked_reason,omitempty"`
 }
@@ -168,7 +168,7 @@ func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) {
 	out := devicesResponse{Devices: make([]deviceView, 0, len(list))}
 	for _, d := range list {
 		out.Devices = append(out.Devices, deviceView{ID: d.ID, Serial: d.Serial, NotAfter: d.NotAfter,
-			Enrolled: d.Enrolled, Renewed: d.Renewed, Refreshed: d.Generation - 1, Revoked: d.Revoked, RevokedWhy: d.RevokedWhy})
+			Enrolled: d.Enrolled, Renewed: d.Renewed, Rotations: d.Generation - 1, Revoked: d.Revoked, RevokedWhy: d.RevokedWhy})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

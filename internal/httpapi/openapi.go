@@ -151,9 +151,9 @@ func schemas() obj {
 		},
 		"Devices": obj{"type": "object", "required": []string{"devices"},
 			"properties": obj{"devices": obj{"type": "array", "items": obj{
-				"type": "object", "required": []string{"id", "serial", "not_after", "enrolled", "renewed", "refreshes"},
+				"type": "object", "required": []string{"id", "serial", "not_after", "enrolled", "renewed", "rotations"},
 				"properties": obj{"id": str, "serial": str, "not_after": dateTime, "enrolled": dateTime, "renewed": dateTime,
-					"refreshes": integer, "revoked": dateTime, "revoked_reason": obj{"type": "string", "enum": []string{"owner", "refresh_reuse"}}},
+					"rotations": obj{"type": "integer", "description": "how many times the refresh token was rotated (refreshes and renewals)"}, "revoked": dateTime, "revoked_reason": obj{"type": "string", "enum": []string{"owner", "refresh_reuse"}}},
 			}}}},
 		"TokenRequest": obj{"type": "object", "required": []string{"grant_type", "refresh_token"},
 			"properties": obj{"grant_type": obj{"type": "string", "enum": []string{"refresh_token"}}, "refresh_token": str}},

@@ -331,7 +331,7 @@ func (s *Server) routes() []route {
 		{
 			Method: "POST", Pattern: "/v1/admin/keys/token", Action: auth.ActOperate, handler: (*Server).handleRotateTokenKey,
 			ID: "rotateTokenKey", Tag: "operations",
-			Summary: "Rotate the built-in token issuer's signing key: new tokens are signed with a new key; the old one keeps verifying, and stays in /.well-known/jwks.json, until every token it signed has expired (90 days and the leeway). Recorded in the key events.",
+			Summary: "Rotate the built-in token issuer's signing key: new tokens are signed with a new key; the old one keeps verifying, and stays in /.well-known/jwks.json, until every token it signed has expired (90 days, the leeway, and 5 minutes for processes sharing the key file that had not seen the rotation yet). Recorded in the key events.",
 			Responses: append([]response{
 				{Status: 200, Description: "rotated", ContentType: "application/json", Schema: "TokenKeyRotation"},
 			}, authProblems(403)...),
