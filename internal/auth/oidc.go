@@ -171,6 +171,11 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 	if err := checkHTTPURL(disc.JWKSURI); err != nil {
 		return nil, fmt.Errorf("oidc %s: jwks_uri: %w", cfg.Issuer, err)
 	}
+	if strings.HasPrefix(cfg.Issuer, "https://") && !strings.HasPrefix(disc.JWKSURI, "https://") {
+		// Keys fetched in plain text could be swapped on the way: an issuer served over
+		// HTTPS must publish its keys over HTTPS too.
+		return nil, fmt.Errorf("oidc %s: jwks_uri %q is not https", cfg.Issuer, disc.JWKSURI)
+	}
 	o.jwksURI = disc.JWKSURI
 	if _, err := o.fetchKeys(ctx); err != nil {
 		return nil, fmt.Errorf("oidc %s: %w", cfg.Issuer, err)
