@@ -113,7 +113,7 @@ func TestServeExternalIdentityAndDeviceListener(t *testing.T) {
 		t.Fatalf("no device listener in %q", srv.stdout.String())
 	}
 	pbtest.Grant(t, srv.url, ext, pbtest.AllConsent)
-	s := &pbtest.Server{URL: srv.url, DeviceURL: m[1]}
+	s := &pbtest.Server{URL: srv.url, DeviceURL: m[1], Logs: srv.stdout}
 	watch := s.EnrollDevice(t, ext, "watch-1")
 	if watch.Creds.DeviceURL != m[1] {
 		t.Errorf("enrollment names device_url %q, the listener is %s", watch.Creds.DeviceURL, m[1])

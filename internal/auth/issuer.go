@@ -217,9 +217,10 @@ func (i *Issuer) Mint(r TokenRequest, now time.Time) (string, error) {
 	switch {
 	case r.Subject == "":
 		return "", errors.New("token: subject is required")
-	case strings.Contains(r.Subject, "://"):
+	case strings.Contains(r.Subject, "://") && !enrolledDevice(r.Role, r.Confirmation, r.Family):
 		// External identities are issuer#sub with the issuer's URL (ExternalSubject): a
-		// built-in subject that looks like one would be that person.
+		// built-in token speaks for one only as the certificate-bound token of a device
+		// that person enrolled, never as a user (or anything `pulsebase token` mints).
 		return "", errors.New("token: a subject with :// would look like an external identity")
 	case !r.Role.Valid():
 		return "", fmt.Errorf("token: unknown role %q", r.Role)
@@ -253,6 +254,19 @@ func (i *Issuer) Mint(r TokenRequest, now time.Time) (string, error) {
 	return t.SignedString(ring.key)
 }
 
+// enrolledDevice reports whether a token is an enrolled device's: certificate-bound and of
+// a refresh family, as only Devices mints them.
+func enrolledDevice(role pulsebase.Role, cnf, family string) bool {
+	return role == pulsebase.RoleDevice && cnf != "" && family != ""
+}
+
+func confirmation(c *Confirmation) string {
+	if c == nil {
+		return ""
+	}
+	return c.X5tS256
+}
+
 // ErrInvalidToken is wrapped by every verification failure. The reason is kept for logs
 // and metrics; callers answer 401 without it.
 var ErrInvalidToken = errors.New("invalid token")
@@ -277,7 +291,7 @@ func (i *Issuer) Verify(token string) (pulsebase.Principal, error) {
 	switch {
 	case c.Subject == "":
 		return pulsebase.Principal{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
-	case strings.Contains(c.Subject, "://"):
+	case strings.Contains(c.Subject, "://") && !enrolledDevice(c.Role, confirmation(c.Cnf), c.Family):
 		return pulsebase.Principal{}, fmt.Errorf("%w: subject in the external form", ErrInvalidToken)
 	case !c.Role.Valid():
 		return pulsebase.Principal{}, fmt.Errorf("%w: unknown role", ErrInvalidToken)

@@ -249,3 +249,27 @@ func TestBuiltinSubjectsCannotPoseAsExternal(t *testing.T) {
 		t.Errorf("a built-in token naming an external identity verified: %v", err)
 	}
 }
+
+// TestEnrolledDeviceOfExternalUser: an enrolled device's certificate-bound token speaks for
+// its owner's external identity; nothing else minted here may.
+func TestEnrolledDeviceOfExternalUser(t *testing.T) {
+	i := testIssuer(t)
+	ext := ExternalSubject("https://kc.example/realms/x", "42")
+	tok, err := i.Mint(TokenRequest{Subject: ext, Role: pulsebase.RoleDevice, Device: "watch-1", TTL: time.Hour,
+		Confirmation: "thumb", Family: "fam"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := i.Verify(tok); err != nil || p.Subject != ext {
+		t.Errorf("an enrolled device's token of an external user: %+v %v", p, err)
+	}
+	for _, r := range []TokenRequest{
+		{Subject: ext, Role: pulsebase.RoleDevice, Device: "watch-1", TTL: time.Hour},
+		{Subject: ext, Role: pulsebase.RoleDevice, Device: "watch-1", TTL: time.Hour, Confirmation: "thumb"},
+		{Subject: ext, Role: pulsebase.RoleUser, TTL: time.Hour, Confirmation: "thumb", Family: "fam"},
+	} {
+		if _, err := i.Mint(r, time.Now()); err == nil {
+			t.Errorf("minted %+v", r)
+		}
+	}
+}

@@ -69,7 +69,11 @@ func (s *Server) EnrollDevice(t TB, userToken, id string) *Device {
 	body, _ := json.Marshal(map[string]string{"device": id, "csr": csr})
 	r := Do(t, "POST", s.URL+"/v1/users/me/devices", userToken, "application/json", body)
 	if r.Status != http.StatusCreated {
-		t.Fatalf("enroll %s: %d %s", id, r.Status, r.Body)
+		var logs string
+		if s.Logs != nil {
+			logs = s.Logs.String()
+		}
+		t.Fatalf("enroll %s: %d %s\n%s", id, r.Status, r.Body, lastLines(logs, 20))
 	}
 	d := &Device{ID: id, Key: key, URL: s.DeviceURL}
 	r.JSON(t, &d.Creds)
@@ -173,4 +177,13 @@ func SyncClosed(ws *websocket.Conn, timeout time.Duration) websocket.StatusCode 
 			return websocket.CloseStatus(err)
 		}
 	}
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
