@@ -1,5 +1,5 @@
-// Command pulsebase is the Pulsebase server and its tools: serve, token, keys, bench and
-// version.
+// Command pulsebase is the Pulsebase server and its tools: serve, token, keys, bench,
+// simulate, replay, reprocess, rules and version.
 //
 // main only hands the OS to run, so that tests drive the very same code through run().
 package main

@@ -27,7 +27,9 @@ Commands:
   token     mint a bearer token from the built-in issuer's key
   keys      key management: rotate-kek, rotate-user, rotate-processing, events
   bench     load-test a server's sample ingest (and its broker, as a baseline)
+  simulate  feed a server a seeded synthetic population through the SDK (HTTP and sync)
   reprocess rebuild derived data from the retained sample stream, while the server runs
+  replay    replay a public data export (Fitbit) into a server as its users' apps would
   rules     check a recommendation rule library offline, or print one
   version   print the version
 
@@ -59,8 +61,12 @@ func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string
 		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "simulate":
+		return runSimulate(ctx, rest, getenv, stdout, stderr)
 	case "reprocess":
 		return runReprocess(ctx, rest, getenv, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, rest, getenv, stdout, stderr)
 	case "rules":
 		return runRules(rest, getenv, stdout, stderr)
 	case "version":

@@ -106,21 +106,26 @@ func (t *HTTPTarget) WarmUp(ctx context.Context, concurrency int) error {
 func (t *HTTPTarget) getJSON(ctx context.Context, tok, path string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+path, nil)
+	return getJSON(ctx, t.client, t.base+path, tok, out)
+}
+
+// getJSON GETs url with tok (if any) and decodes the 200 answer into out.
+func getJSON(ctx context.Context, c *http.Client, url, tok string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := t.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
+		return fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, bytes.TrimSpace(body[:min(len(body), 512)]))
 	}
 	return json.Unmarshal(body, out)
 }

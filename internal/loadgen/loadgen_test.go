@@ -257,19 +257,19 @@ func TestSummaryRatioAndTable(t *testing.T) {
 	b := &Report{Target: "broker", Mode: "closed", AcceptedPerSec: 80_000, Requests: RequestCounts{ByStatus: map[string]int64{"ok": 3}}}
 	h := &Report{Target: "http", Mode: "closed", AcceptedPerSec: 20_000, Requests: RequestCounts{ByStatus: map[string]int64{"202": 3}}}
 	s := NewSummary(b, h)
-	if s.HTTPOverBroker != 0.25 {
-		t.Errorf("got ratio %v, want 0.25", s.HTTPOverBroker)
+	if s.PulsebaseOverBroker != 0.25 {
+		t.Errorf("got ratio %v, want 0.25", s.PulsebaseOverBroker)
 	}
 	var out strings.Builder
 	if err := s.WriteTable(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"80,000", "20,000", "202:3", "http/broker accepted samples/s: 0.25"} {
+	for _, want := range []string{"80,000", "20,000", "202:3", "Pulsebase (http) / broker accepted samples/s: 0.25"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
-	if NewSummary(h).HTTPOverBroker != 0 {
+	if NewSummary(h).PulsebaseOverBroker != 0 {
 		t.Error("got a ratio without a broker run")
 	}
 }

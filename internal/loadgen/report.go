@@ -14,7 +14,7 @@ import (
 
 // Report is the result of one run. Its JSON form is what `pulsebase bench --json` writes.
 type Report struct {
-	Target      string    `json:"target"` // "http" or "broker"
+	Target      string    `json:"target"` // "http", "http-sealed", "ws" or "broker"
 	Mode        string    `json:"mode"`   // "open" (Rate > 0) or "closed"
 	Rate        float64   `json:"rate"`   // offered samples per second in open loop; 0 in closed
 	Batch       int       `json:"batch"`  // samples per request
@@ -41,10 +41,69 @@ type Report struct {
 	// loop, to the answer.
 	Latency Latency `json:"latency_ms"`
 
+	// Connections is the number of sync connections a ws run sent over.
+	Connections int `json:"connections,omitempty"`
+	// Pipeline is what the server's /metrics said of the run, when they were read.
+	Pipeline *Pipeline `json:"pipeline,omitempty"`
+	// Sync is what the run's subscribers measured, when it had some.
+	Sync *SyncReport `json:"sync,omitempty"`
+
 	// Server is the server process's usage (with a server pid); Bench the generator's own.
+	// When the server runs in the generator's process, the two are the same process.
 	Server *ProcUsage `json:"server,omitempty"`
 	Bench  *ProcUsage `json:"bench,omitempty"`
 	// Errors are a few distinct failure messages, for a first look.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Pipeline is the server's side of a run, from the differences and samples of its
+// /metrics between the start of the run and its last answer.
+type Pipeline struct {
+	// Processed is the samples the stream processor handled during the run (the change
+	// of pulsebase_processor_samples_total); ProcessedPerSec is that over Elapsed.
+	Processed       int64   `json:"processed"`
+	ProcessedPerSec float64 `json:"processed_per_sec"`
+	// Lag is the processor's lag read every second: the largest
+	// pulsebase_processor_lag_messages over partitions, in messages (MetricsSample.Lag).
+	Lag     []LagPoint `json:"lag"`
+	LagMin  int64      `json:"lag_min"`
+	LagMax  int64      `json:"lag_max"`
+	LagLast int64      `json:"lag_last"`
+	// LagGrowth is how much the lag grew over the second half of the run (a least-squares
+	// line through its readings); LagBounded says it grew by less than a second's worth
+	// of the offered load: the processor kept up.
+	LagGrowth  float64 `json:"lag_growth"`
+	LagBounded bool    `json:"lag_bounded"`
+	// SyncConnections is the most pulsebase_sync_connections read during the run.
+	SyncConnections int64 `json:"sync_connections"`
+	// ScrapeErrors counts readings that failed; ScrapeError is the last failure.
+	ScrapeErrors int    `json:"scrape_errors,omitempty"`
+	ScrapeError  string `json:"scrape_error,omitempty"`
+}
+
+// LagPoint is one reading of the lag, T seconds after the run started.
+type LagPoint struct {
+	T        float64 `json:"t"`
+	Messages int64   `json:"messages"`
+}
+
+// SyncReport is what a run's subscribers measured (see Subscribers).
+type SyncReport struct {
+	// Subscribers is the number asked for; Held those still connected at the end.
+	Subscribers int `json:"subscribers"`
+	Held        int `json:"held"`
+	// MarkedUsers is the number of users whose requests carried markers; Markers the
+	// marked requests acknowledged.
+	MarkedUsers int   `json:"marked_users"`
+	Markers     int64 `json:"markers"`
+	// Deliveries is the (marker, subscriber) pairs whose delivery was measured; Missing
+	// those acknowledged but not delivered by the end of the wait after the run.
+	Deliveries int64 `json:"deliveries"`
+	Missing    int64 `json:"missing"`
+	// AckToDelivery is the time from a marked request's ack to its marker's change at a
+	// subscriber.
+	AckToDelivery Latency `json:"ack_to_delivery_ms"`
+	// Errors are why subscribers' connections ended early.
 	Errors []string `json:"errors,omitempty"`
 }
 
@@ -83,25 +142,27 @@ type Latency struct {
 // Summary is every run of one bench invocation.
 type Summary struct {
 	Runs []*Report `json:"runs"`
-	// HTTPOverBroker is the accepted samples/s of the HTTP run divided by the broker
-	// baseline's, when both ran: how much of the broker's capacity the API delivers.
-	HTTPOverBroker float64 `json:"http_over_broker,omitempty"`
+	// PulsebaseOverBroker is the accepted samples/s of the Pulsebase run (http,
+	// http-sealed or ws) divided by the broker baseline's, when both ran: how much of the
+	// broker's capacity the API delivers.
+	PulsebaseOverBroker float64 `json:"pulsebase_over_broker,omitempty"`
+	// FindMax is the search of a --find-max invocation, whose steps' runs are Runs.
+	FindMax *FindMax `json:"find_max,omitempty"`
 }
 
-// NewSummary gathers runs and computes the HTTP/broker ratio when both are there.
+// NewSummary gathers runs and computes the Pulsebase/broker ratio when both are there.
 func NewSummary(runs ...*Report) *Summary {
 	s := &Summary{Runs: runs}
-	var httpRate, brokerRate float64
+	var apiRate, brokerRate float64
 	for _, r := range runs {
-		switch r.Target {
-		case "http":
-			httpRate = r.AcceptedPerSec
-		case "broker":
+		if r.Target == "broker" {
 			brokerRate = r.AcceptedPerSec
+		} else {
+			apiRate = r.AcceptedPerSec
 		}
 	}
-	if httpRate > 0 && brokerRate > 0 {
-		s.HTTPOverBroker = httpRate / brokerRate
+	if apiRate > 0 && brokerRate > 0 {
+		s.PulsebaseOverBroker = apiRate / brokerRate
 	}
 	return s
 }
@@ -148,10 +209,69 @@ func (s *Summary) WriteTable(w io.Writer) error {
 			return thousands(float64(r.Requests.Late)) + ", " + thousands(float64(r.Requests.NotSent))
 		})
 	}
-	row("latency p50 ms", func(r *Report) string { return ms(r.Latency.P50) })
-	row("latency p95 ms", func(r *Report) string { return ms(r.Latency.P95) })
-	row("latency p99 ms", func(r *Report) string { return ms(r.Latency.P99) })
-	row("latency max ms", func(r *Report) string { return ms(r.Latency.Max) })
+	pipeline := slices.ContainsFunc(s.Runs, func(r *Report) bool { return r.Pipeline != nil })
+	if pipeline {
+		row("samples/s processed", func(r *Report) string {
+			if r.Pipeline == nil {
+				return "-"
+			}
+			return thousands(r.Pipeline.ProcessedPerSec)
+		})
+	}
+	row("ingest p50 ms", func(r *Report) string { return ms(r.Latency.P50) })
+	row("ingest p95 ms", func(r *Report) string { return ms(r.Latency.P95) })
+	row("ingest p99 ms", func(r *Report) string { return ms(r.Latency.P99) })
+	row("ingest max ms", func(r *Report) string { return ms(r.Latency.Max) })
+	if slices.ContainsFunc(s.Runs, func(r *Report) bool { return r.Sync != nil }) {
+		sync := func(f func(y *SyncReport) string) func(r *Report) string {
+			return func(r *Report) string {
+				if r.Sync == nil {
+					return "-"
+				}
+				return f(r.Sync)
+			}
+		}
+		row("ack→delivery p50 ms", sync(func(y *SyncReport) string { return ms(y.AckToDelivery.P50) }))
+		row("ack→delivery p95 ms", sync(func(y *SyncReport) string { return ms(y.AckToDelivery.P95) }))
+		row("ack→delivery p99 ms", sync(func(y *SyncReport) string { return ms(y.AckToDelivery.P99) }))
+		row("ack→delivery max ms", sync(func(y *SyncReport) string { return ms(y.AckToDelivery.Max) }))
+		row("deliveries, missing", sync(func(y *SyncReport) string {
+			return thousands(float64(y.Deliveries)) + ", " + thousands(float64(y.Missing))
+		}))
+		row("subscribers held", sync(func(y *SyncReport) string {
+			return strconv.Itoa(y.Held) + "/" + strconv.Itoa(y.Subscribers)
+		}))
+	}
+	if pipeline {
+		pl := func(f func(p *Pipeline) string) func(r *Report) string {
+			return func(r *Report) string {
+				if r.Pipeline == nil {
+					return "-"
+				}
+				return f(r.Pipeline)
+			}
+		}
+		row("lag min/max/last msgs", pl(func(p *Pipeline) string {
+			return thousands(float64(p.LagMin)) + "/" + thousands(float64(p.LagMax)) + "/" + thousands(float64(p.LagLast))
+		}))
+		row("lag 2nd half growth", pl(func(p *Pipeline) string {
+			g := thousands(p.LagGrowth)
+			if !p.LagBounded {
+				g += " (growing)"
+			}
+			return g
+		}))
+		row("sync connections", func(r *Report) string {
+			if r.Pipeline == nil {
+				return "-"
+			}
+			c := thousands(float64(r.Pipeline.SyncConnections))
+			if r.Connections > 0 {
+				c += " (" + strconv.Itoa(r.Connections) + " sending)"
+			}
+			return c
+		})
+	}
 	if slices.ContainsFunc(s.Runs, func(r *Report) bool { return r.Server != nil }) {
 		row("server RSS MiB end/peak", func(r *Report) string {
 			if r.Server == nil {
@@ -168,6 +288,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("bench CPU s (cores)", func(r *Report) string {
 		if r.Bench == nil {
+			if r.Server != nil {
+				return "in server's" // one process
+			}
 			return "-"
 		}
 		return cpu(r.Bench)
@@ -178,13 +301,26 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if s.HTTPOverBroker > 0 {
-		if _, err := fmt.Fprintf(w, "http/broker accepted samples/s: %.2f\n", s.HTTPOverBroker); err != nil {
+	if s.PulsebaseOverBroker > 0 {
+		target := ""
+		for _, r := range s.Runs {
+			if r.Target != "broker" {
+				target = r.Target
+			}
+		}
+		if _, err := fmt.Fprintf(w, "Pulsebase (%s) / broker accepted samples/s: %.2f\n", target, s.PulsebaseOverBroker); err != nil {
 			return err
 		}
 	}
 	for _, r := range s.Runs {
-		for _, e := range r.Errors {
+		errs := r.Errors
+		if r.Sync != nil {
+			errs = append(slices.Clip(errs), r.Sync.Errors...)
+		}
+		if r.Pipeline != nil && r.Pipeline.ScrapeError != "" {
+			errs = append(slices.Clip(errs), "metrics: "+r.Pipeline.ScrapeError)
+		}
+		for _, e := range errs {
 			if _, err := fmt.Fprintf(w, "%s error: %s\n", r.Target, e); err != nil {
 				return err
 			}

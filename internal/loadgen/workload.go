@@ -50,6 +50,9 @@ type Workload struct {
 	// sizes[k][j] is the size in bytes the server stores for sample j of template k:
 	// the binary record of the normalized sample plus the AEAD overhead.
 	sizes [][]int
+	// marks[u], if not zero, is the minute user u's marker samples fall in (see Mark).
+	// Set before the run, read-only during it.
+	marks []time.Time
 }
 
 // NewWorkload prepares the requests of a run for users users and batch samples per
@@ -114,16 +117,69 @@ func (w *Workload) User(n int64) int { return int(n % int64(w.users)) }
 func (w *Workload) Subject(u int) string { return "bench-user-" + pad(u, 6) }
 
 // Body returns a new JSON body for request n. Bodies of different n share no sample id.
+// A request of a marked user (Mark) carries the marker sample in place of its last one.
 func (w *Workload) Body(n int64) []byte {
 	k := int(n % templates)
-	b := make([]byte, len(w.bodies[k]))
+	b := make([]byte, len(w.bodies[k]), len(w.bodies[k])+len(markerTemplate))
 	copy(b, w.bodies[k])
 	var digits [reqDigits]byte
 	fillDigits(digits[:], n)
 	for _, off := range w.idAt[k] {
 		copy(b[off:], digits[:])
 	}
+	if minute := w.marker(w.User(n)); !minute.IsZero() {
+		// The last sample starts where its id's run prefix and `{"id":"` begin.
+		last := w.idAt[k][w.batch-1] - runIDLen - len(`{"id":"`)
+		id := string(b[last+len(`{"id":"`) : last+len(`{"id":"`)+idLen])
+		b = append(b[:last], fmt.Sprintf(markerTemplate, id, 60+n%40, minute.Add(time.Duration(n%60)*time.Second).Format(time.RFC3339))...)
+		b = append(b, "]}"...)
+	}
 	return b
+}
+
+// The marker sample. Every request of a marked user carries one, a heart rate in the
+// user's marker minute: that minute's bucket gains one sample per request, and the
+// processor's series change for it, which carries the bucket's count, says how many of
+// the user's marked requests it has applied. The minute lies in the last hour, which the
+// workload's own samples (all at least an hour older than the workload) never touch.
+const (
+	// MarkerType is the type of marker samples, and so the category (heart) a user must
+	// consent to for its subscribers to see their changes.
+	MarkerType     = "heart_rate"
+	markerTemplate = `{"id":%q,"type":"heart_rate","value":%d,"unit":"bpm","start":%q,"source":"bench-marker"}`
+)
+
+// Mark makes every request of user u carry a marker sample in minute (truncated to the
+// minute); the zero time unmarks. Call it before the run: Body reads the marks
+// unguarded.
+func (w *Workload) Mark(u int, minute time.Time) {
+	if w.marks == nil {
+		w.marks = make([]time.Time, w.users)
+	}
+	w.marks[u] = minute.Truncate(time.Minute).UTC()
+}
+
+func (w *Workload) marker(u int) time.Time {
+	if w.marks == nil {
+		return time.Time{}
+	}
+	return w.marks[u]
+}
+
+// MarkerKey is the series key of the minute bucket of user u's markers, as the
+// processor's changes name it, or "" for an unmarked user.
+func (w *Workload) MarkerKey(u int) string {
+	m := w.marker(u)
+	if m.IsZero() {
+		return ""
+	}
+	return MarkerBucketKey(m)
+}
+
+// MarkerBucketKey is the key of the minute bucket of MarkerType starting at minute:
+// type/resolution/Unix seconds in 20 digits (internal/processor.BucketKey).
+func MarkerBucketKey(minute time.Time) string {
+	return fmt.Sprintf("%s/1m/%020d", MarkerType, minute.Truncate(time.Minute).Unix())
 }
 
 // MsgID returns the Nats-Msg-Id of sample j of request n for the broker baseline, unique
