@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -154,7 +155,7 @@ func benchChart(title string, sums []*loadgen.Summary) (*plot.Plot, int, error) 
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	for i, s := range all {
-		slices.SortFunc(s.xys, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
+		slices.SortFunc(s.xys, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
 		l, sc, err := plotter.NewLinePoints(s.xys)
 		if err != nil {
 			return nil, 0, fmt.Errorf("chart %s: %w", s.name, err)
@@ -176,16 +177,6 @@ func benchChart(title string, sums []*loadgen.Summary) (*plot.Plot, int, error) 
 		p.Y.Max = math.Max(p.Y.Max, maxP99*2)
 	}
 	return p, points, nil
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // logTicks are ticks for a log axis labelled at 1, 2 and 5 times powers of ten, with
