@@ -26,7 +26,7 @@ Commands:
   serve     run the server (HTTP API, embedded broker and store by default)
   token     mint a bearer token from the built-in issuer's key
   keys      key management: rotate-kek, rotate-user, rotate-processing, events
-  bench     load-test a server's sample ingest (and its broker, as a baseline)
+  bench     load-test ingest and sync delivery (in-process or a server; broker baseline; chart)
   simulate  feed a server a seeded synthetic population through the SDK (HTTP and sync)
   reprocess rebuild derived data from the retained sample stream, while the server runs
   replay    replay a public data export (Fitbit) into a server as its users' apps would
