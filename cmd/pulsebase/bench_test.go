@@ -143,13 +143,7 @@ func checkReport(t *testing.T, r *loadgen.Report) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		code int
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{"help", []string{"bench", "--help"}, nil, 0, "PULSEBASE_RATE"},
 		{"top usage", []string{"help"}, nil, 0, "bench"},
 		{"bad baseline", []string{"bench", "--baseline", "kafka"}, nil, 2, "--baseline"},
@@ -169,18 +163,7 @@ func TestBenchUsage(t *testing.T) {
 		{"negative rate", []string{"bench", "--rate", "-5"}, nil, 2, "--rate"},
 		{"bad server url", []string{"bench", "--server", "localhost:8080"}, nil, 2, "--server"},
 		{"users from env", []string{"bench"}, map[string]string{"PULSEBASE_USERS": "0"}, 2, "--users 0"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := run(context.Background(), c.args, func(k string) string { return c.env[k] }, nil, &out, &errb)
-			if got := exitCode(err); got != c.code {
-				t.Errorf("got exit code %d (%v), want %d", got, err, c.code)
-			}
-			if all := out.String() + errb.String(); !strings.Contains(all, c.want) {
-				t.Errorf("got output %q, want it to mention %q", all, c.want)
-			}
-		})
-	}
+	})
 }
 
 // runBenchJSON runs `pulsebase bench args… --json FILE` through run() and returns the

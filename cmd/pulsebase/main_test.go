@@ -222,13 +222,7 @@ func assertNoMarker(t *testing.T, dir, marker string) {
 }
 
 func TestCLIUsage(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		code int
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{"no command", nil, nil, 2, "Commands:"},
 		{"unknown command", []string{"frobnicate"}, nil, 2, "unknown command"},
 		{"version", []string{"version"}, nil, 0, "pulsebase"},
@@ -255,7 +249,23 @@ func TestCLIUsage(t *testing.T) {
 		{"reprocess neither", []string{"reprocess"}, nil, 2, "--user ID or --all"},
 		{"reprocess both", []string{"reprocess", "--user", "u1", "--all"}, nil, 2, "--user ID or --all"},
 		{"token role from env", []string{"token", "--data-dir", t.TempDir(), "--user", "a"}, map[string]string{"PULSEBASE_ROLE": "root"}, 2, "--role"},
-	} {
+	})
+}
+
+// usageCase is one call of the CLI and what it must answer: the exit code and a piece of
+// its output.
+type usageCase struct {
+	name string
+	args []string
+	env  map[string]string
+	code int
+	want string
+}
+
+// checkUsage runs each case through run() with its environment.
+func checkUsage(t *testing.T, cases []usageCase) {
+	t.Helper()
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
 			err := run(context.Background(), c.args, func(k string) string { return c.env[k] }, nil, &out, &errb)

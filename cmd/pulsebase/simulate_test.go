@@ -16,13 +16,7 @@ import (
 
 func TestSimulateCLIUsage(t *testing.T) {
 	future := time.Now().Add(time.Hour).Format(time.RFC3339)
-	for _, c := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		code int
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{"help", []string{"simulate", "--help"}, nil, 0, "PULSEBASE_MALFORMED_RATE"},
 		{"help lists the episodes", []string{"simulate", "--help"}, nil, 0, "illness"},
 		{"no users", []string{"simulate", "--users", "0"}, nil, 2, "--users 0"},
@@ -37,18 +31,7 @@ func TestSimulateCLIUsage(t *testing.T) {
 		{"users from env", []string{"simulate"}, map[string]string{"PULSEBASE_USERS": "many"}, 2, "PULSEBASE_USERS"},
 		{"seed from env", []string{"simulate", "--users", "0"}, map[string]string{"PULSEBASE_SEED": "-3"}, 2, "PULSEBASE_SEED"},
 		{"listed in the commands", []string{"help"}, nil, 0, "simulate"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			err := run(context.Background(), c.args, func(k string) string { return c.env[k] }, nil, &out, &errb)
-			if got := exitCode(err); got != c.code {
-				t.Errorf("got exit code %d (%v), want %d", got, err, c.code)
-			}
-			if all := out.String() + errb.String(); !strings.Contains(all, c.want) {
-				t.Errorf("got output %q, want it to mention %q", all, c.want)
-			}
-		})
-	}
+	})
 }
 
 var reportLine = regexp.MustCompile(`answered:\s+accepted (\d+), duplicates (\d+), rejected (\d+)`)

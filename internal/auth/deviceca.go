@@ -448,7 +448,9 @@ func Thumbprint(der []byte) string {
 
 // TLSConfig returns a server configuration for the device listener: serverCert is the
 // server's own certificate; clients must present a certificate the device CA issued
-// (checked by crypto/tls at the current time; handlers call DeviceOf for the names).
+// (checked by crypto/tls at the current time). The server then needs no names from the
+// certificate: tokens are bound to its thumbprint (Authenticator); DeviceOf reads them for
+// tools and diagnostics.
 // TLS 1.2 is the floor because RFC 8705 and older devices allow it.
 func (ca *DeviceCA) TLSConfig(serverCert tls.Certificate) *tls.Config {
 	return &tls.Config{

@@ -127,9 +127,6 @@ func NewDevices(ctx context.Context, js jetstream.JetStream, replicas int, ca *D
 	return &Devices{kv: kv, ca: ca, iss: iss, rev: rev, sealer: sealer, CertTTL: DeviceCertTTL, TokenTTL: DeviceTokenTTL}, nil
 }
 
-// CA returns the device CA.
-func (d *Devices) CA() *DeviceCA { return d.ca }
-
 // deviceRecordKey is the bucket key of user's device: user ids are base32, the device id
 // is hashed so that any id makes a valid key.
 func deviceRecordKey(user, device string) string {
