@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +28,8 @@ type pipeline struct {
 	vault   *vault.Vault
 	consent *consent.Service
 	ingest  *ingest.Service
+	// leaseTTL is the processors' lease time; zero means 2 s.
+	leaseTTL time.Duration
 }
 
 func newPipeline(t testing.TB) *pipeline {
@@ -74,7 +77,7 @@ func (pl *pipeline) run(t testing.TB) func() {
 func (pl *pipeline) runWith(t testing.TB, cfg processor.RunnerConfig) func() {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := processor.NewCoordinator(ctx, pl.brk.JetStream(), processor.CoordinatorConfig{Partitions: 64, LeaseTTL: 2 * time.Second})
+	c, err := processor.NewCoordinator(ctx, pl.brk.JetStream(), processor.CoordinatorConfig{Partitions: 64, LeaseTTL: cmp.Or(pl.leaseTTL, 2*time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}

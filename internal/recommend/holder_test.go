@@ -53,6 +53,21 @@ func writeFile(t *testing.T, path, src string) {
 	}
 }
 
+// replaceFile puts src at path with modification time mtime in one step (a file written
+// beside it, renamed over it), as editors and config tools do: a watcher polling during
+// the write never sees half a file or the intermediate modification time.
+func replaceFile(t *testing.T, path, src string, mtime time.Time) {
+	t.Helper()
+	tmp := path + ".new"
+	writeFile(t, tmp, src)
+	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // reloads sets r.OnReload to report every attempt's outcome on the returned channel.
 func reloads(r *Rules) <-chan error {
 	ch := make(chan error, 100)
@@ -327,11 +342,6 @@ func TestHolderWatch(t *testing.T) {
 	}
 	// setMtime gives the file a modification time the test controls, so that a change is
 	// seen only through what the step means to change.
-	setMtime := func(m time.Time) {
-		if err := os.Chtimes(path, m, m); err != nil {
-			t.Fatal(err)
-		}
-	}
 	quiet := func(what string) {
 		t.Helper()
 		select {
@@ -346,8 +356,7 @@ func TestHolderWatch(t *testing.T) {
 
 	// Same size, new modification time ("v1" → "v2").
 	m := mtime()
-	writeFile(t, path, library("v2", ruleYAML("a", nil)))
-	setMtime(m.Add(time.Hour))
+	replaceFile(t, path, library("v2", ruleYAML("a", nil)), m.Add(time.Hour))
 	if err := nextReload(t, got, "a new modification time"); err != nil {
 		t.Fatalf("reload of v2: %v", err)
 	}
@@ -358,8 +367,7 @@ func TestHolderWatch(t *testing.T) {
 
 	// Same modification time, new size.
 	m = mtime()
-	writeFile(t, path, library("v3", ruleYAML("a", nil), ruleYAML("b", nil)))
-	setMtime(m)
+	replaceFile(t, path, library("v3", ruleYAML("a", nil), ruleYAML("b", nil)), m)
 	if err := nextReload(t, got, "a new size"); err != nil {
 		t.Fatalf("reload of v3: %v", err)
 	}
@@ -369,8 +377,7 @@ func TestHolderWatch(t *testing.T) {
 	}
 
 	// A broken file is reported once, and v3 stays.
-	writeFile(t, path, typeError)
-	setMtime(m.Add(2 * time.Hour))
+	replaceFile(t, path, typeError, m.Add(2*time.Hour))
 	problemsOf(t, nextReload(t, got, "a broken file"))
 	if r.Library() != good {
 		t.Fatalf("got version %q after a broken file, want v3 kept", r.Library().Version)
@@ -385,7 +392,7 @@ func TestHolderWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	quiet("file removed")
-	writeFile(t, path, library("v5", ruleYAML("e", nil)))
+	replaceFile(t, path, library("v5", ruleYAML("e", nil)), time.Now())
 	if err := nextReload(t, got, "the file came back"); err != nil {
 		t.Fatalf("reload of v5: %v", err)
 	}
